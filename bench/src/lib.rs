@@ -1,0 +1,1 @@
+//! Shared helpers for the benchmark commands in `src/bin/`.

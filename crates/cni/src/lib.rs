@@ -1,0 +1,1 @@
+//! CNI plugin shim: forwards CNI requests to the node agent

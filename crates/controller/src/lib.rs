@@ -1,0 +1,1 @@
+//! Cluster-side controller: Kubernetes objects to OVN Northbound rows

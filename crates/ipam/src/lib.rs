@@ -1,0 +1,1 @@
+//! Pure IP allocators: cluster CIDR to node subnets, node subnet to pod addresses

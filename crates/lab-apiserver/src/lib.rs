@@ -1,0 +1,1 @@
+//! A small Kubernetes-compatible API server on SQLite, for the lab

@@ -1,0 +1,1 @@
+//! The lab: OVN/OVS daemons, node and pod namespaces, lab kubelet, scheduler

@@ -1,0 +1,1 @@
+//! Node agent: local OVS registration, CNI server, pod wiring

@@ -1,0 +1,1 @@
+//! Typed rows for OVN_Northbound and Open_vSwitch, generated from the .ovsschema files

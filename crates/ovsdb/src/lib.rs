@@ -1,0 +1,1 @@
+//! OVSDB (RFC 7047) client: values, codec, transactions, monitors, cache, connection manager
