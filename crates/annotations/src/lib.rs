@@ -1,0 +1,1 @@
+//! OVN-Kubernetes annotation formats (k8s.ovn.org/*): parse, validate, render.
