@@ -53,10 +53,10 @@ impl NetOps for FakeNet {
     async fn setup_pod(&self, spec: &PodInterfaceSpec) -> Result<PodInterface, NetError> {
         let mut st = self.lock();
         if !st.netns.contains(&spec.netns) {
-            return Err(NetError::NetNs {
-                path: spec.netns.clone().into(),
-                reason: "No such file or directory (os error 2)".into(),
-            });
+            return Err(NetError::LinkNotFound(format!(
+                "{}: no such network namespace",
+                spec.netns
+            )));
         }
         st.pods.insert(spec.host_ifname.clone(), spec.clone());
         Ok(PodInterface {

@@ -6,16 +6,13 @@
 
 pub mod ethtool;
 pub mod fake;
-pub mod netns;
 pub mod podnet;
-
-use std::path::PathBuf;
 
 /// Errors of the node's network side effects; each names the object it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("network namespace {path}: {reason}")]
-    NetNs { path: PathBuf, reason: String },
+    #[error(transparent)]
+    NetNs(#[from] ovnk_netns::NetNsError),
     #[error("link {0} not found")]
     LinkNotFound(String),
     #[error("ethtool on {ifname}: {reason}")]

@@ -15,8 +15,8 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ethtool;
-use crate::netns::NetNs;
 use crate::NetError;
+use ovnk_netns::NetNs;
 
 /// A MAC address.
 pub type Mac = [u8; 6];

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::process::Command;
 
-use ovnk_node::netns::NetNs;
+use ovnk_netns::NetNs;
 use ovnk_node::podnet::{HostLinkSpec, NetOps, Netlink, PodInterfaceSpec, Route};
 
 /// Skips without root or `ip`, except under CI=true where that is a failure.
