@@ -69,8 +69,16 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
     assert!(st[0].up);
     assert_eq!(st[0].restarts, 1);
     assert_eq!(st[0].pid, Some(new_pid));
-    let log = std::fs::read_to_string(dir.path().join("sleeper.log")).unwrap();
-    assert_eq!(log.matches("up").count(), 2, "{log}");
+    // Both runs wrote to the same log (the second may need a moment to print).
+    let mut log = String::new();
+    for _ in 0..500 {
+        log = std::fs::read_to_string(dir.path().join("sleeper.log")).unwrap();
+        if log.matches("up").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(log, "up\nup\n");
 
     sup.stop("t/sleeper").await;
     assert!(!process_matches(new_pid as i32, "sleep"));
