@@ -65,6 +65,13 @@ impl NetConf {
     }
 
     pub fn from_value(raw: Value) -> Result<NetConf, CniError> {
+        Self::from_value_with(raw, false)
+    }
+
+    /// As [`NetConf::from_value`]; with `lenient_prev_result` an undecodable
+    /// `prevResult` is dropped instead of failing (DEL must clean up as much
+    /// as it can, and a bad cached result must not block pod deletion).
+    pub fn from_value_with(raw: Value, lenient_prev_result: bool) -> Result<NetConf, CniError> {
         let obj = raw
             .as_object()
             .ok_or_else(|| CniError::decode("network configuration must be a JSON object"))?;
@@ -117,10 +124,11 @@ impl NetConf {
         };
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                CniResult::from_json(v)
-                    .map_err(|e| CniError::decode(format!("prevResult: {}", e.msg)))?,
-            ),
+            Some(v) => match CniResult::from_json(v) {
+                Ok(r) => Some(r),
+                Err(_) if lenient_prev_result => None,
+                Err(e) => return Err(CniError::decode(format!("prevResult: {}", e.msg))),
+            },
         };
         let valid_attachments = match obj.get("cni.dev/valid-attachments") {
             None | Some(Value::Null) => None,

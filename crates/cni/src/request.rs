@@ -134,8 +134,10 @@ impl CniRequest {
     pub fn parse(env: &BTreeMap<String, String>, config: &[u8]) -> Result<CniRequest, CniError> {
         let command = parse_command(env)?;
         let partial = parse_env(command, env)?;
-        let config = NetConf::parse(config)?;
-        partial.finish(config)
+        let raw: serde_json::Value = serde_json::from_slice(config).map_err(|e| {
+            CniError::decode(format!("network configuration is not valid JSON: {e}"))
+        })?;
+        partial.finish(NetConf::from_value_with(raw, command == Command::Del)?)
     }
 
     /// As [`CniRequest::parse`] with an already decoded configuration.
@@ -145,7 +147,7 @@ impl CniRequest {
     ) -> Result<CniRequest, CniError> {
         let command = parse_command(env)?;
         let partial = parse_env(command, env)?;
-        partial.finish(NetConf::from_value(config)?)
+        partial.finish(NetConf::from_value_with(config, command == Command::Del)?)
     }
 }
 
@@ -367,6 +369,18 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidEnvironment, "{want}: {err}");
             assert!(err.msg.contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn del_tolerates_a_bad_prev_result_add_does_not() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"t","prevResult":{"ips":[{"address":"bad"}]}}"#;
+        let mut e = add_env();
+        let err = CniRequest::parse(&e, conf.as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DecodeFailure);
+        e.insert("CNI_COMMAND".into(), "DEL".into());
+        let r = CniRequest::parse(&e, conf.as_bytes()).unwrap();
+        assert_eq!(r.config.prev_result, None);
+        assert!(r.config.raw.get("prevResult").is_some());
     }
 
     #[test]
