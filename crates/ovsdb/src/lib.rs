@@ -17,6 +17,15 @@
 //!   `from_row` code, and [`check_models`] which compares the models' tables/columns with
 //!   the live schema and names everything missing in a [`SchemaMismatch`].
 //!
+//! * [`framer`] / [`rpc`] — splitting a byte stream into JSON messages (bounded size) and the
+//!   JSON-RPC session (pipelined ids, `echo` answered, inactivity probe).
+//! * [`txn`] — [`Operation`]s, the [`Transaction`] builder, schema checks before sending,
+//!   and typed results/errors ([`TxnError`] with [`ErrorKind`]).
+//! * [`update`] / [`cache`] — `update`/`update2`/`update3` decoding and the [`Cache`] with
+//!   indexes, typed views (`cache.rows::<M>()`, `get`, `find`) and [`Event`] streams.
+//! * [`client`] — [`Client`]: remotes, TLS, leader-only mode, reconnect with backoff and
+//!   jitter, monitor resume (`monitor_cond_since`) or resync-by-diff, transactions.
+//!
 //! ```
 //! use ovsdb::{Value, Atom};
 //! let v: Value = serde_json::from_str(r#"["map",[["b","2"],["a","1"]]]"#).unwrap();
@@ -24,9 +33,26 @@
 //! assert_eq!(serde_json::to_string(&v).unwrap(), r#"["map",[["a","1"],["b","2"]]]"#);
 //! ```
 
+pub mod cache;
+pub mod client;
+pub mod framer;
 pub mod model;
+pub mod rpc;
 pub mod schema;
+pub mod stream;
+pub mod txn;
+pub mod update;
 pub mod value;
+
+pub use cache::{ApplyMode, Cache, CacheError, Event, IndexSpec};
+pub use client::{Client, ClientConfig, Error, MonitorMethod};
+pub use framer::{FrameError, Framer};
+pub use rpc::{Connection, RpcConfig, RpcError};
+pub use stream::{Remote, Stream, TlsFiles};
+pub use txn::{
+    Condition, ErrorKind, Function, Mutation, Mutator, OpResult, Operation, OvsdbError,
+    Transaction, TxnError, WaitUntil,
+};
 
 pub use model::{check_model, check_models, get_column, Model, ModelError, Row, SchemaMismatch};
 pub use schema::{

@@ -41,8 +41,17 @@ pub enum SchemaError {
     },
     #[error("{table}.{column}: column is not mutable")]
     NotMutable { table: String, column: String },
+    #[error("invalid {what} {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidId { what: &'static str, name: String },
     #[error("{table}.{column}: column is read-only ({column} cannot be written)")]
     ReadOnly { table: String, column: String },
+}
+
+/// True for an RFC 7047 `<id>` (uuid-names, lock names): `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_id(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 /// The four atomic types (plus uuid) of RFC 7047.

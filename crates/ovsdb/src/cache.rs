@@ -1,0 +1,569 @@
+//! The monitor cache: rows per table (compact: default-valued columns are not stored),
+//! secondary indexes, typed views and a stream of change events.
+//!
+//! All mutation happens under a short `std` lock that is never held across an `.await`.
+//! Subscribers get every event on their own unbounded channel (no lag, no loss).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::mpsc;
+
+use crate::model::{Model, ModelError, Row};
+use crate::schema::{DatabaseSchema, TableSchema};
+use crate::update::{RowUpdate1, RowUpdate2, Updates};
+use crate::value::{Uuid, Value};
+
+/// A change seen in the cache.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Insert {
+        table: Arc<str>,
+        uuid: Uuid,
+        new: Arc<Row>,
+    },
+    Update {
+        table: Arc<str>,
+        uuid: Uuid,
+        old: Arc<Row>,
+        new: Arc<Row>,
+    },
+    Delete {
+        table: Arc<str>,
+        uuid: Uuid,
+        old: Arc<Row>,
+    },
+}
+
+impl Event {
+    pub fn table(&self) -> &str {
+        match self {
+            Event::Insert { table, .. }
+            | Event::Update { table, .. }
+            | Event::Delete { table, .. } => table,
+        }
+    }
+    pub fn uuid(&self) -> Uuid {
+        match self {
+            Event::Insert { uuid, .. }
+            | Event::Update { uuid, .. }
+            | Event::Delete { uuid, .. } => *uuid,
+        }
+    }
+}
+
+/// A secondary index of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexSpec {
+    /// By a whole column value, e.g. `name`.
+    Column(String),
+    /// By the value of one key of a map column, e.g. `external_ids:k8s.ovn.org/owner`.
+    MapKey { column: String, key: String },
+}
+
+impl IndexSpec {
+    fn key_of(&self, row: &Row) -> Option<Value> {
+        match self {
+            IndexSpec::Column(c) => row.get(c).cloned(),
+            IndexSpec::MapKey { column, key } => row
+                .get(column)
+                .and_then(|m| m.map_get(key))
+                .map(|a| Value::Atom(a.clone())),
+        }
+    }
+}
+
+/// Updates that do not fit the cache (they are skipped; the rest is applied).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CacheError {
+    #[error("update for table {0:?}, which is not in the schema")]
+    UnknownTable(String),
+    #[error("{table}: modify of row {uuid}, which is not in the cache")]
+    UnknownRow { table: String, uuid: Uuid },
+}
+
+#[derive(Default)]
+struct TableCache {
+    rows: HashMap<Uuid, Arc<Row>>,
+    indexes: Vec<(IndexSpec, HashMap<Value, BTreeSet<Uuid>>)>,
+}
+
+impl TableCache {
+    fn index_add(&mut self, uuid: Uuid, row: &Row) {
+        for (spec, ix) in &mut self.indexes {
+            if let Some(k) = spec.key_of(row) {
+                ix.entry(k).or_default().insert(uuid);
+            }
+        }
+    }
+    fn index_remove(&mut self, uuid: Uuid, row: &Row) {
+        for (spec, ix) in &mut self.indexes {
+            if let Some(k) = spec.key_of(row) {
+                if let Some(set) = ix.get_mut(&k) {
+                    set.remove(&uuid);
+                    if set.is_empty() {
+                        ix.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+    fn put(&mut self, uuid: Uuid, row: Arc<Row>) -> Option<Arc<Row>> {
+        let old = self.rows.insert(uuid, row.clone());
+        if let Some(o) = &old {
+            self.index_remove(uuid, o);
+        }
+        self.index_add(uuid, &row);
+        old
+    }
+    fn remove(&mut self, uuid: Uuid) -> Option<Arc<Row>> {
+        let old = self.rows.remove(&uuid);
+        if let Some(o) = &old {
+            self.index_remove(uuid, o);
+        }
+        old
+    }
+}
+
+#[derive(Default)]
+struct State {
+    schema: Option<Arc<DatabaseSchema>>,
+    tables: HashMap<String, TableCache>,
+    table_names: HashMap<String, Arc<str>>,
+    specs: Vec<(String, IndexSpec)>,
+}
+
+/// How a batch of updates relates to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Changes since the cache's state (notifications, a resumed monitor).
+    Delta,
+    /// The complete contents of the given tables (a fresh monitor's initial reply): rows not
+    /// in it are deleted, and only real differences produce events.
+    Snapshot,
+}
+
+/// The row cache of one database.
+#[derive(Default)]
+pub struct Cache {
+    state: RwLock<State>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+fn normalize_row(ts: Option<&TableSchema>, mut row: Row) -> Row {
+    row.remove("_uuid");
+    row.remove("_version");
+    if let Some(ts) = ts {
+        ts.normalize_row(&mut row);
+        // Compact: defaults are implied by absence (see `model::Row`).
+        row.retain(|c, v| ts.columns.get(c).is_none_or(|cs| !cs.ty.is_default(v)));
+    }
+    row
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        match self.state.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Sets the schema used to normalize rows (done by the client at connect).
+    pub fn set_schema(&self, schema: Arc<DatabaseSchema>) {
+        self.write().schema = Some(schema);
+    }
+
+    pub fn schema(&self) -> Option<Arc<DatabaseSchema>> {
+        self.read().schema.clone()
+    }
+
+    /// Adds a secondary index (built over the rows already cached).
+    pub fn add_index(&self, table: &str, spec: IndexSpec) {
+        let mut st = self.write();
+        if st.specs.iter().any(|(t, s)| t == table && *s == spec) {
+            return;
+        }
+        st.specs.push((table.to_owned(), spec.clone()));
+        let tc = st.tables.entry(table.to_owned()).or_default();
+        let mut ix: HashMap<Value, BTreeSet<Uuid>> = HashMap::new();
+        for (u, r) in &tc.rows {
+            if let Some(k) = spec.key_of(r) {
+                ix.entry(k).or_default().insert(*u);
+            }
+        }
+        tc.indexes.push((spec, ix));
+    }
+
+    /// A new subscriber receives every event from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subs().push(tx);
+        rx
+    }
+
+    fn subs(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Event>>> {
+        match self.subscribers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut subs = self.subs();
+        subs.retain(|s| !s.is_closed());
+        for s in subs.iter() {
+            for e in &events {
+                let _ = s.send(e.clone());
+            }
+        }
+    }
+
+    /// Applies updates; `tables` lists the monitored tables (needed for snapshots, where a
+    /// table absent from the reply is empty). Returns the number of events emitted and the
+    /// problems found (the rest is applied regardless).
+    pub fn apply(
+        &self,
+        updates: Updates,
+        mode: ApplyMode,
+        tables: &[String],
+    ) -> (usize, Vec<CacheError>) {
+        let mut errors = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut st = self.write();
+            let st = &mut *st;
+            let schema = st.schema.clone();
+            let mut seen: HashMap<String, HashMap<Uuid, Row>> = HashMap::new();
+            match updates {
+                Updates::V1(t) => {
+                    for (table, rows) in t {
+                        let Some(ts) = schema_table(&schema, &table, &mut errors) else {
+                            continue;
+                        };
+                        for (uuid, RowUpdate1 { old, new }) in rows {
+                            match (new, mode) {
+                                (Some(new), ApplyMode::Snapshot) => {
+                                    seen.entry(table.clone())
+                                        .or_default()
+                                        .insert(uuid, normalize_row(ts, new));
+                                }
+                                (Some(new), ApplyMode::Delta) => {
+                                    let name = table_name(&mut st.table_names, &table);
+                                    put_row(st, &name, uuid, normalize_row(ts, new), &mut events);
+                                }
+                                (None, ApplyMode::Delta) if old.is_some() => {
+                                    del_row(st, &table, uuid, &mut events);
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Updates::V2(t) => {
+                    for (table, rows) in t {
+                        let Some(ts) = schema_table(&schema, &table, &mut errors) else {
+                            continue;
+                        };
+                        for (uuid, u) in rows {
+                            match (u, mode) {
+                                (
+                                    RowUpdate2::Initial(r) | RowUpdate2::Insert(r),
+                                    ApplyMode::Snapshot,
+                                ) => {
+                                    seen.entry(table.clone())
+                                        .or_default()
+                                        .insert(uuid, normalize_row(ts, r));
+                                }
+                                (
+                                    RowUpdate2::Initial(r) | RowUpdate2::Insert(r),
+                                    ApplyMode::Delta,
+                                ) => {
+                                    let name = table_name(&mut st.table_names, &table);
+                                    put_row(st, &name, uuid, normalize_row(ts, r), &mut events);
+                                }
+                                (RowUpdate2::Modify(diff), ApplyMode::Delta) => {
+                                    let old = st
+                                        .tables
+                                        .get(&table)
+                                        .and_then(|t| t.rows.get(&uuid))
+                                        .cloned();
+                                    let Some(old) = old else {
+                                        errors.push(CacheError::UnknownRow {
+                                            table: table.clone(),
+                                            uuid,
+                                        });
+                                        continue;
+                                    };
+                                    let new = modify_row(ts, &old, diff);
+                                    let name = table_name(&mut st.table_names, &table);
+                                    put_row(st, &name, uuid, new, &mut events);
+                                }
+                                (RowUpdate2::Delete(_), ApplyMode::Delta) => {
+                                    del_row(st, &table, uuid, &mut events);
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            if mode == ApplyMode::Snapshot {
+                for table in tables {
+                    let mut new_rows = seen.remove(table).unwrap_or_default();
+                    let name = table_name(&mut st.table_names, table);
+                    let gone: Vec<Uuid> = st
+                        .tables
+                        .get(table)
+                        .map(|t| {
+                            t.rows
+                                .keys()
+                                .filter(|u| !new_rows.contains_key(u))
+                                .copied()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for u in gone {
+                        del_row(st, table, u, &mut events);
+                    }
+                    for (u, r) in new_rows.drain() {
+                        put_row(st, &name, u, r, &mut events);
+                    }
+                }
+            }
+            // Send while still holding the write lock so event order matches cache order.
+            let n = events.len();
+            self.emit(std::mem::take(&mut events));
+            (n, errors)
+        }
+    }
+
+    /// Drops every row (emitting deletes).
+    pub fn clear(&self) {
+        let mut events = Vec::new();
+        let mut st = self.write();
+        let tables: Vec<String> = st.tables.keys().cloned().collect();
+        for t in tables {
+            let uuids: Vec<Uuid> = st
+                .tables
+                .get(&t)
+                .map(|x| x.rows.keys().copied().collect())
+                .unwrap_or_default();
+            for u in uuids {
+                del_row(&mut st, &t, u, &mut events);
+            }
+        }
+        self.emit(events);
+    }
+
+    /// One row by table and uuid.
+    pub fn row(&self, table: &str, uuid: Uuid) -> Option<Arc<Row>> {
+        self.read().tables.get(table)?.rows.get(&uuid).cloned()
+    }
+
+    /// All rows of a table.
+    pub fn table_rows(&self, table: &str) -> Vec<(Uuid, Arc<Row>)> {
+        self.read()
+            .tables
+            .get(table)
+            .map(|t| t.rows.iter().map(|(u, r)| (*u, r.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of rows of a table.
+    pub fn len(&self, table: &str) -> usize {
+        self.read().tables.get(table).map_or(0, |t| t.rows.len())
+    }
+
+    /// True when no table has rows.
+    pub fn is_empty(&self) -> bool {
+        self.read().tables.values().all(|t| t.rows.is_empty())
+    }
+
+    /// Rows whose indexed key equals `key`; scans the table when no such index exists.
+    pub fn lookup(&self, table: &str, spec: &IndexSpec, key: &Value) -> Vec<(Uuid, Arc<Row>)> {
+        let st = self.read();
+        let Some(t) = st.tables.get(table) else {
+            return Vec::new();
+        };
+        if let Some((_, ix)) = t.indexes.iter().find(|(s, _)| s == spec) {
+            return ix
+                .get(key)
+                .map(|set| {
+                    set.iter()
+                        .filter_map(|u| t.rows.get(u).map(|r| (*u, r.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        t.rows
+            .iter()
+            .filter(|(_, r)| spec.key_of(r).as_ref() == Some(key))
+            .map(|(u, r)| (*u, r.clone()))
+            .collect()
+    }
+
+    /// Typed: every row of `M`'s table.
+    pub fn rows<M: Model>(&self) -> Result<Vec<M>, ModelError> {
+        let st = self.read();
+        let Some(t) = st.tables.get(M::TABLE) else {
+            return Ok(Vec::new());
+        };
+        t.rows.iter().map(|(u, r)| M::from_row(*u, r)).collect()
+    }
+
+    /// Typed: one row by uuid.
+    pub fn get<M: Model>(&self, uuid: Uuid) -> Result<Option<M>, ModelError> {
+        match self.row(M::TABLE, uuid) {
+            Some(r) => M::from_row(uuid, &r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Typed: rows whose `column` equals `value` (uses an index if one was added).
+    pub fn find<M: Model>(
+        &self,
+        column: &str,
+        value: impl Into<Value>,
+    ) -> Result<Vec<M>, ModelError> {
+        self.lookup(
+            M::TABLE,
+            &IndexSpec::Column(column.to_owned()),
+            &value.into(),
+        )
+        .into_iter()
+        .map(|(u, r)| M::from_row(u, &r))
+        .collect()
+    }
+
+    /// Typed: rows whose `external_ids[key] == value`.
+    pub fn find_by_external_id<M: Model>(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<M>, ModelError> {
+        let spec = IndexSpec::MapKey {
+            column: "external_ids".into(),
+            key: key.into(),
+        };
+        self.lookup(M::TABLE, &spec, &Value::from(value))
+            .into_iter()
+            .map(|(u, r)| M::from_row(u, &r))
+            .collect()
+    }
+}
+
+fn schema_table<'a>(
+    schema: &'a Option<Arc<DatabaseSchema>>,
+    table: &str,
+    errors: &mut Vec<CacheError>,
+) -> Option<Option<&'a TableSchema>> {
+    match schema {
+        None => Some(None),
+        Some(s) => match s.tables.get(table) {
+            Some(t) => Some(Some(t)),
+            None => {
+                errors.push(CacheError::UnknownTable(table.to_owned()));
+                None
+            }
+        },
+    }
+}
+
+fn table_name(names: &mut HashMap<String, Arc<str>>, table: &str) -> Arc<str> {
+    names
+        .entry(table.to_owned())
+        .or_insert_with(|| Arc::from(table))
+        .clone()
+}
+
+fn modify_row(ts: Option<&TableSchema>, old: &Row, diff: Row) -> Row {
+    let mut new = old.clone();
+    for (col, d) in diff {
+        // ovsdb-server includes `_version` in modifications; like at insert, it is not kept.
+        if col == "_version" || col == "_uuid" {
+            continue;
+        }
+        let cs = ts.and_then(|t| t.columns.get(&col));
+        match cs {
+            Some(cs) => {
+                let d = cs.ty.normalize(d);
+                let base = new.remove(&col).unwrap_or_else(|| cs.ty.default_value());
+                let v = cs.ty.normalize(base.apply_diff(&d));
+                if !cs.ty.is_default(&v) {
+                    new.insert(col, v);
+                }
+            }
+            None => {
+                // Column unknown to our schema: keep it, applying the diff as best we can.
+                let v = match new.remove(&col) {
+                    Some(base) => base.apply_diff(&d),
+                    None => d,
+                };
+                new.insert(col, v);
+            }
+        }
+    }
+    new
+}
+
+fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, row: Row, events: &mut Vec<Event>) {
+    let specs: Vec<IndexSpec> = st
+        .specs
+        .iter()
+        .filter(|(t, _)| **t == **table)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let tc = st
+        .tables
+        .entry(table.to_string())
+        .or_insert_with(|| TableCache {
+            rows: HashMap::new(),
+            indexes: specs.into_iter().map(|s| (s, HashMap::new())).collect(),
+        });
+    if let Some(old) = tc.rows.get(&uuid) {
+        if **old == row {
+            return;
+        }
+    }
+    let new = Arc::new(row);
+    match tc.put(uuid, new.clone()) {
+        Some(old) => events.push(Event::Update {
+            table: table.clone(),
+            uuid,
+            old,
+            new,
+        }),
+        None => events.push(Event::Insert {
+            table: table.clone(),
+            uuid,
+            new,
+        }),
+    }
+}
+
+fn del_row(st: &mut State, table: &str, uuid: Uuid, events: &mut Vec<Event>) {
+    let name = table_name(&mut st.table_names, table);
+    if let Some(tc) = st.tables.get_mut(table) {
+        if let Some(old) = tc.remove(uuid) {
+            events.push(Event::Delete {
+                table: name,
+                uuid,
+                old,
+            });
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! The connection manager and client handle: remotes tried in turn with exponential backoff
+//! and jitter, optional leader-only mode for Raft clusters (via the `_Server` database), a
+//! monitor that keeps the [`Cache`] right across reconnects, and transactions.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cache::{ApplyMode, Cache, CacheError, IndexSpec};
+use crate::model::{check_models, SchemaMismatch};
+use crate::rpc::{Connection, Notification, RpcConfig, RpcError};
+use crate::schema::{DatabaseSchema, SchemaError};
+use crate::stream::{Remote, Stream, TlsError, TlsFiles};
+use crate::txn::{
+    parse_transact_reply, ErrorKind, OpResult, TransactParams, Transaction, TxnError,
+};
+use crate::update::{
+    decode_notice, CondSinceReply, Notice, RowUpdate1, RowUpdate2, TableUpdates, Updates,
+};
+
+/// Which monitor method to use. `Auto` tries `monitor_cond_since`, then `monitor_cond`, then
+/// `monitor`, as the server supports them; the others force one (for tests and old servers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MonitorMethod {
+    #[default]
+    Auto,
+    CondSince,
+    Cond,
+    Plain,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Remotes to try in turn (`unix:PATH`, `tcp:IP:PORT`, `ssl:IP:PORT`).
+    pub remotes: Vec<Remote>,
+    pub database: String,
+    /// Needed for `ssl:` remotes.
+    pub tls: Option<TlsFiles>,
+    /// Only stay connected to the Raft leader of a clustered database.
+    pub leader_only: bool,
+    /// Tables to monitor into the cache: `None` = every table, `Some(vec![])` = no monitor.
+    pub monitor_tables: Option<Vec<String>>,
+    pub monitor_method: MonitorMethod,
+    /// Tables/columns the caller's models need (checked at every connect).
+    pub models: Vec<(&'static str, &'static [&'static str])>,
+    /// Cache indexes to maintain.
+    pub indexes: Vec<(String, IndexSpec)>,
+    pub rpc: RpcConfig,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How long a call waits for a connection before failing with `NotConnected`.
+    pub request_timeout: Duration,
+    /// Timeout of connecting plus the initial handshake (schema, monitor) per attempt.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(remotes: Vec<Remote>, database: impl Into<String>) -> Self {
+        ClientConfig {
+            remotes,
+            database: database.into(),
+            tls: None,
+            leader_only: false,
+            monitor_tables: None,
+            monitor_method: MonitorMethod::Auto,
+            models: Vec::new(),
+            indexes: Vec::new(),
+            rpc: RpcConfig::default(),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(4),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Client errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// An operation does not fit the schema; nothing was sent.
+    #[error("operation {index}: {source}")]
+    Schema {
+        index: usize,
+        #[source]
+        source: SchemaError,
+    },
+    /// The server rejected the transaction (typed per-operation or commit error).
+    #[error(transparent)]
+    Txn(#[from] TxnError),
+    /// The connection dropped while the request was in flight: it may or may not have been
+    /// applied. Re-check (the cache, or a guarded retry) before trying again.
+    #[error("connection lost, outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// No connection could be had within the request timeout.
+    #[error("not connected: {0}")]
+    NotConnected(String),
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    SchemaMismatch(#[from] SchemaMismatch),
+    #[error("TLS: {0}")]
+    Tls(Arc<TlsError>),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The client was shut down.
+    #[error("client stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// Errors after which retrying a guarded (idempotent) transaction makes sense.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::OutcomeUnknown(_) | Error::NotConnected(_) => true,
+            Error::Rpc(RpcError::ConnectionLost(_)) => true,
+            Error::Txn(t) => {
+                matches!(t.kind(), Some(ErrorKind::Cluster))
+                    || matches!(t.kind(), Some(ErrorKind::Other(s)) if s.contains("leader"))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Live {
+    conn: Connection,
+    schema: Arc<DatabaseSchema>,
+    remote: Remote,
+}
+
+struct Shared {
+    cfg: ClientConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    cache: Arc<Cache>,
+    live: watch::Sender<Option<Live>>,
+    /// Set once the first sync is done, or to the fatal error that stopped the manager.
+    status: watch::Sender<Status>,
+    stop: watch::Sender<bool>,
+    last_txn_id: Mutex<Option<String>>,
+    /// Number of successful (re)connections, for tests and metrics.
+    connects: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+enum Status {
+    Starting,
+    Synced,
+    Failed(Error),
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+        if let Some(l) = self.shared.live.borrow().as_ref() {
+            l.conn.close();
+        }
+    }
+}
+
+/// A cloneable, thread-safe OVSDB client. The connection manager runs in the background
+/// until the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    h: Arc<Handle>,
+}
+
+const MONITOR_ID: &str = "ovsdb-rs-db";
+const SERVER_MONITOR_ID: &str = "ovsdb-rs-server";
+const ZERO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+
+impl Client {
+    /// Starts the connection manager and waits until the first connection is up and the
+    /// cache is synced (or a fatal error such as a schema mismatch occurs, or
+    /// `connect_timeout` passes with no success).
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, Error> {
+        let wait = cfg.connect_timeout;
+        let c = Client::start(cfg)?;
+        let mut st = c.h.shared.status.subscribe();
+        let res = tokio::time::timeout(wait, st.wait_for(|s| !matches!(s, Status::Starting))).await;
+        match res {
+            Ok(Ok(s)) => match &*s {
+                Status::Failed(e) => Err(e.clone()),
+                _ => Ok(c.clone()),
+            },
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::NotConnected(format!(
+                "no usable server among {} within {:?}",
+                remotes_str(&c.h.shared.cfg.remotes),
+                wait
+            ))),
+        }
+    }
+
+    /// Starts the connection manager without waiting.
+    pub fn start(cfg: ClientConfig) -> Result<Client, Error> {
+        if cfg.remotes.is_empty() {
+            return Err(Error::Config("no remotes".into()));
+        }
+        let needs_tls = cfg.remotes.iter().any(|r| matches!(r, Remote::Ssl(_)));
+        let tls = match (&cfg.tls, needs_tls) {
+            (Some(t), _) => Some(t.client_config().map_err(|e| Error::Tls(Arc::new(e)))?),
+            (None, true) => {
+                return Err(Error::Config(
+                    "ssl: remotes need a private key, certificate and CA certificate".into(),
+                ))
+            }
+            (None, false) => None,
+        };
+        let cache = Arc::new(Cache::new());
+        for (t, spec) in &cfg.indexes {
+            cache.add_index(t, spec.clone());
+        }
+        let shared = Arc::new(Shared {
+            cfg,
+            tls,
+            cache,
+            live: watch::channel(None).0,
+            status: watch::channel(Status::Starting).0,
+            stop: watch::channel(false).0,
+            last_txn_id: Mutex::new(None),
+            connects: std::sync::atomic::AtomicU64::new(0),
+        });
+        tokio::spawn(manager(shared.clone()));
+        Ok(Client {
+            h: Arc::new(Handle { shared }),
+        })
+    }
+
+    /// The monitor cache.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.h.shared.cache
+    }
+
+    /// The schema of the current (or last) connection.
+    pub fn schema(&self) -> Option<Arc<DatabaseSchema>> {
+        self.h.shared.cache.schema()
+    }
+
+    /// The remote currently connected to.
+    pub fn current_remote(&self) -> Option<Remote> {
+        self.h
+            .shared
+            .live
+            .borrow()
+            .as_ref()
+            .map(|l| l.remote.clone())
+    }
+
+    /// How many times a connection was established (and synced).
+    pub fn connect_count(&self) -> u64 {
+        self.h
+            .shared
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last transaction id seen by the monitor (clustered databases).
+    pub fn last_txn_id(&self) -> Option<String> {
+        lock(&self.h.shared.last_txn_id).clone()
+    }
+
+    /// Drops the current connection (the manager reconnects); for tests and operators.
+    pub fn disconnect(&self) {
+        if let Some(l) = self.h.shared.live.borrow().as_ref() {
+            l.conn.close();
+        }
+    }
+
+    async fn live(&self) -> Result<Live, Error> {
+        let mut rx = self.h.shared.live.subscribe();
+        let timeout = self.h.shared.cfg.request_timeout;
+        let mut stop = self.h.shared.stop.subscribe();
+        tokio::select! {
+            r = tokio::time::timeout(timeout, rx.wait_for(|l| l.as_ref().is_some_and(|l| l.conn.closed_reason().is_none()))) => match r {
+                Ok(Ok(l)) => l.clone().ok_or(Error::Stopped),
+                Ok(Err(_)) => Err(Error::Stopped),
+                Err(_) => Err(Error::NotConnected(format!("no connection within {timeout:?}"))),
+            },
+            _ = stop.wait_for(|s| *s) => Err(Error::Stopped),
+        }
+    }
+
+    /// Checks the transaction against the schema, sends it, and returns one result per
+    /// operation, or a typed error.
+    pub async fn transact(&self, txn: &Transaction) -> Result<Vec<OpResult>, Error> {
+        let live = self.live().await?;
+        if txn.database == live.schema.name {
+            txn.check(&live.schema)
+                .map_err(|(index, source)| Error::Schema { index, source })?;
+        }
+        match live.conn.call_raw("transact", &TransactParams(txn)).await {
+            Ok(frame) => Ok(parse_transact_reply(txn, &frame)?),
+            Err(RpcError::ConnectionLost(why)) => Err(Error::OutcomeUnknown(why)),
+            Err(e) => Err(Error::Rpc(e)),
+        }
+    }
+
+    /// Retries a transaction on transient errors (connection lost / outcome unknown, not
+    /// connected, Raft leader changes) up to `attempts` times.
+    ///
+    /// Only for transactions that are idempotent by construction: guard them with a `wait`
+    /// (e.g. "no row named X exists yet") or an `assert`, so that a second delivery of an
+    /// already-committed transaction fails instead of applying twice. The caller sees that
+    /// failure (e.g. `timed out` on the guard) and can conclude the first attempt committed.
+    pub async fn transact_retry(
+        &self,
+        txn: &Transaction,
+        attempts: usize,
+    ) -> Result<Vec<OpResult>, Error> {
+        let mut delay = self.h.shared.cfg.backoff_min;
+        let mut last = Error::NotConnected("no attempt made".into());
+        for _ in 0..attempts.max(1) {
+            match self.transact(txn).await {
+                Err(e) if e.is_transient() => {
+                    last = e;
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(self.h.shared.cfg.backoff_max);
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends any JSON-RPC method on the current connection and returns its `result`.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let live = self.live().await?;
+        Ok(live.conn.call(method, &params).await?)
+    }
+
+    /// Round trip to the server.
+    pub async fn echo(&self) -> Result<(), Error> {
+        self.call("echo", json!([])).await.map(|_| ())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn remotes_str(r: &[Remote]) -> String {
+    r.iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn jitter(d: Duration) -> Duration {
+    // "Equal jitter": half fixed, half random, so retries spread out but still progress.
+    let half = d / 2;
+    let extra = rand::rng().random_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(extra)
+}
+
+enum SessionEnd {
+    Stopped,
+    Lost(String),
+}
+
+enum SessionFail {
+    Fatal(Error),
+    Retry(String),
+}
+
+async fn manager(shared: Arc<Shared>) {
+    let n = shared.cfg.remotes.len();
+    let mut idx = 0usize;
+    let mut delay = shared.cfg.backoff_min;
+    let mut failures_in_round = 0usize;
+    let mut stop = shared.stop.subscribe();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let remote = shared.cfg.remotes[idx % n].clone();
+        let res = tokio::select! {
+            r = session(&shared, &remote) => r,
+            _ = stop.wait_for(|s| *s) => Ok(SessionEnd::Stopped),
+        };
+        shared.live.send_replace(None);
+        match res {
+            Ok(SessionEnd::Stopped) => break,
+            Ok(SessionEnd::Lost(why)) => {
+                tracing::info!(remote = %remote, reason = %why, "ovsdb connection lost; reconnecting");
+                delay = shared.cfg.backoff_min;
+                failures_in_round = 0;
+                // The server we had may be gone (or no longer leader): try the next first.
+                if n > 1 {
+                    idx += 1;
+                }
+                tokio::time::sleep(jitter(delay)).await;
+            }
+            Err(SessionFail::Fatal(e)) => {
+                tracing::error!(remote = %remote, error = %e, "ovsdb client stopping");
+                shared.status.send_replace(Status::Failed(e));
+                break;
+            }
+            Err(SessionFail::Retry(why)) => {
+                tracing::debug!(remote = %remote, reason = %why, "ovsdb connect attempt failed");
+                idx += 1;
+                failures_in_round += 1;
+                if failures_in_round >= n {
+                    failures_in_round = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(jitter(delay)) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    delay = (delay * 2).min(shared.cfg.backoff_max);
+                }
+            }
+        }
+    }
+    shared.live.send_replace(None);
+}
+
+fn retry<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SessionFail + '_ {
+    move |e| SessionFail::Retry(format!("{what}: {e}"))
+}
+
+/// Connects, checks the schema and leadership, monitors, then serves notifications until
+/// the connection ends.
+async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, SessionFail> {
+    let cfg = &shared.cfg;
+    let setup = async {
+        let stream = Stream::connect(remote, shared.tls.as_ref())
+            .await
+            .map_err(retry("connect"))?;
+        let (conn, notes) = Connection::start(stream, cfg.rpc.clone());
+        let schema_json: serde_json::Value = conn
+            .call("get_schema", &json!([cfg.database]))
+            .await
+            .map_err(retry("get_schema"))?;
+        let schema = Arc::new(
+            DatabaseSchema::from_json(&schema_json)
+                .map_err(|e| SessionFail::Fatal(Error::Config(e.to_string())))?,
+        );
+        check_models(&schema, &cfg.models).map_err(|e| SessionFail::Fatal(e.into()))?;
+        if cfg.leader_only {
+            check_leader(&conn, &cfg.database).await?;
+        }
+        // Ask to be told (instead of disconnected) when the database changes; old servers
+        // lack the method, which is fine.
+        let _ = conn
+            .call::<_, serde_json::Value>("set_db_change_aware", &json!([true]))
+            .await;
+        shared.cache.set_schema(schema.clone());
+        let tables: Vec<String> = match &cfg.monitor_tables {
+            Some(t) => t.clone(),
+            None => schema.tables.keys().cloned().collect(),
+        };
+        if !tables.is_empty() {
+            start_monitor(shared, &conn, &tables).await?;
+        }
+        if cfg.leader_only {
+            start_server_monitor(&conn, &cfg.database).await?;
+        }
+        Ok::<_, SessionFail>((conn, notes, schema, tables))
+    };
+    let (conn, mut notes, schema, tables) =
+        match tokio::time::timeout(cfg.connect_timeout, setup).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionFail::Retry("connect/handshake timed out".into())),
+        };
+    shared
+        .connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.live.send_replace(Some(Live {
+        conn: conn.clone(),
+        schema,
+        remote: remote.clone(),
+    }));
+    shared.status.send_if_modified(|s| {
+        if matches!(s, Status::Starting) {
+            *s = Status::Synced;
+            true
+        } else {
+            false
+        }
+    });
+    tracing::info!(remote = %remote, db = %cfg.database, "ovsdb connected");
+    loop {
+        let Some(n) = notes.recv().await else {
+            let why = conn.closed().await;
+            return Ok(SessionEnd::Lost(why));
+        };
+        if let Some(end) = handle_notification(shared, &conn, n, &tables) {
+            conn.close();
+            return Ok(end);
+        }
+    }
+}
+
+fn handle_notification(
+    shared: &Shared,
+    _conn: &Connection,
+    n: Notification,
+    tables: &[String],
+) -> Option<SessionEnd> {
+    let notice = match decode_notice(&n.method, &n.frame) {
+        Ok(x) => x,
+        Err(e) => {
+            // A server sending garbage cannot be trusted to keep the cache right.
+            return Some(SessionEnd::Lost(e.to_string()));
+        }
+    };
+    let (monitor_id, updates) = match notice {
+        Notice::Update {
+            monitor_id,
+            updates,
+        } => (monitor_id, updates),
+        Notice::Update3 {
+            monitor_id,
+            last_txn_id,
+            updates,
+        } => {
+            *lock(&shared.last_txn_id) = Some(last_txn_id);
+            (monitor_id, updates)
+        }
+        Notice::Other(m) => {
+            if m == "database_changed" || m == "monitor_canceled" {
+                return Some(SessionEnd::Lost(format!("server sent {m}")));
+            }
+            return None;
+        }
+    };
+    if monitor_id == json!(SERVER_MONITOR_ID) {
+        return match server_row_says_leader(&updates) {
+            Some(false) => Some(SessionEnd::Lost(
+                "server is no longer the cluster leader".into(),
+            )),
+            _ => None,
+        };
+    }
+    if monitor_id != json!(MONITOR_ID) {
+        return None;
+    }
+    let (_, errors) = shared.cache.apply(updates, ApplyMode::Delta, tables);
+    report(&errors);
+    None
+}
+
+fn report(errors: &[CacheError]) {
+    for e in errors {
+        tracing::warn!(error = %e, "ovsdb update not applied");
+    }
+}
+
+async fn check_leader(conn: &Connection, db: &str) -> Result<(), SessionFail> {
+    let txn = json!(["_Server", {"op": "select", "table": "Database",
+        "where": [["name", "==", db]], "columns": ["leader", "connected", "model"]}]);
+    let res: serde_json::Value = conn
+        .call("transact", &txn)
+        .await
+        .map_err(retry("_Server select"))?;
+    let row = res
+        .get(0)
+        .and_then(|r| r.get("rows"))
+        .and_then(|r| r.get(0))
+        .ok_or_else(|| SessionFail::Retry(format!("database {db} not served here")))?;
+    let clustered = row.get("model").and_then(|m| m.as_str()) == Some("clustered");
+    let leader = row.get("leader").and_then(|m| m.as_bool()).unwrap_or(false);
+    let connected = row
+        .get("connected")
+        .and_then(|m| m.as_bool())
+        .unwrap_or(false);
+    if clustered && !(leader && connected) {
+        return Err(SessionFail::Retry(format!(
+            "not the cluster leader (leader={leader}, connected={connected})"
+        )));
+    }
+    Ok(())
+}
+
+async fn start_server_monitor(conn: &Connection, db: &str) -> Result<(), SessionFail> {
+    let req = json!(["_Server", SERVER_MONITOR_ID, {"Database": [{
+        "where": [["name", "==", db]], "columns": ["leader", "connected", "model"]}]}]);
+    let res = conn
+        .call::<_, TableUpdates<RowUpdate2>>("monitor_cond", &req)
+        .await
+        .map_err(retry("_Server monitor"))?;
+    if server_row_says_leader(&Updates::V2(res)) == Some(false) {
+        return Err(SessionFail::Retry("not the cluster leader".into()));
+    }
+    Ok(())
+}
+
+/// From `_Server.Database` updates: Some(false) if the row says not leader/not connected
+/// (for a clustered database), Some(true) if it says leader, None if it does not say.
+fn server_row_says_leader(u: &Updates) -> Option<bool> {
+    let Updates::V2(t) = u else { return None };
+    let rows = t.get("Database")?;
+    let mut verdict = None;
+    for r in rows.values() {
+        let row = match r {
+            RowUpdate2::Initial(r) | RowUpdate2::Insert(r) | RowUpdate2::Modify(r) => r,
+            RowUpdate2::Delete(_) => return Some(false),
+        };
+        if row
+            .get("model")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m != "clustered")
+        {
+            return Some(true);
+        }
+        for col in ["leader", "connected"] {
+            if let Some(v) = row.get(col).and_then(|v| v.as_bool()) {
+                if !v {
+                    return Some(false);
+                }
+                verdict = Some(true);
+            }
+        }
+    }
+    verdict
+}
+
+async fn start_monitor(
+    shared: &Shared,
+    conn: &Connection,
+    tables: &[String],
+) -> Result<(), SessionFail> {
+    let cfg = &shared.cfg;
+    let db = &cfg.database;
+    let cond_req: serde_json::Map<String, serde_json::Value> =
+        tables.iter().map(|t| (t.clone(), json!([{}]))).collect();
+    let mut method = cfg.monitor_method;
+    if matches!(method, MonitorMethod::Auto | MonitorMethod::CondSince) {
+        let since = lock(&shared.last_txn_id)
+            .clone()
+            .unwrap_or_else(|| ZERO_TXN.into());
+        let r = conn
+            .call::<_, CondSinceReply>(
+                "monitor_cond_since",
+                &json!([db, MONITOR_ID, cond_req, since]),
+            )
+            .await;
+        match r {
+            Ok(CondSinceReply(found, txn_id, updates)) => {
+                *lock(&shared.last_txn_id) = Some(txn_id);
+                let mode = if found {
+                    ApplyMode::Delta
+                } else {
+                    ApplyMode::Snapshot
+                };
+                let (_, errors) = shared.cache.apply(Updates::V2(updates), mode, tables);
+                report(&errors);
+                return Ok(());
+            }
+            Err(e) if e.is_unknown_method() && method == MonitorMethod::Auto => {
+                method = MonitorMethod::Cond
+            }
+            Err(e) => return Err(SessionFail::Retry(format!("monitor_cond_since: {e}"))),
+        }
+    }
+    if method == MonitorMethod::Cond {
+        let r = conn
+            .call::<_, TableUpdates<RowUpdate2>>("monitor_cond", &json!([db, MONITOR_ID, cond_req]))
+            .await;
+        match r {
+            Ok(u) => {
+                let (_, errors) = shared
+                    .cache
+                    .apply(Updates::V2(u), ApplyMode::Snapshot, tables);
+                report(&errors);
+                return Ok(());
+            }
+            Err(e) if e.is_unknown_method() && cfg.monitor_method == MonitorMethod::Auto => {
+                method = MonitorMethod::Plain
+            }
+            Err(e) => return Err(SessionFail::Retry(format!("monitor_cond: {e}"))),
+        }
+    }
+    if method == MonitorMethod::Plain {
+        let req: serde_json::Map<String, serde_json::Value> =
+            tables.iter().map(|t| (t.clone(), json!({}))).collect();
+        let u = conn
+            .call::<_, TableUpdates<RowUpdate1>>("monitor", &json!([db, MONITOR_ID, req]))
+            .await
+            .map_err(retry("monitor"))?;
+        let (_, errors) = shared
+            .cache
+            .apply(Updates::V1(u), ApplyMode::Snapshot, tables);
+        report(&errors);
+    }
+    Ok(())
+}
