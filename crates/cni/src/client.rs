@@ -92,11 +92,11 @@ async fn exchange(opts: &ClientOptions, body: String) -> Result<Option<Value>, C
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Protocol(format!("HTTP handshake: {e}")))?;
-    // The connection future does the IO; it ends when the exchange is over or
-    // when the caller's timeout drops everything.
-    let conn_task = tokio::spawn(async move {
+    // The connection future does the IO on its own task; the guard aborts it
+    // when this exchange ends, including when the caller's timeout drops us.
+    let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
-    });
+    }));
     let req = Request::post(CNI_PATH)
         .header(hyper::header::HOST, "ovnk-node")
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -116,8 +116,15 @@ async fn exchange(opts: &ClientOptions, body: String) -> Result<Option<Value>, C
         interpret(status, &bytes)
     }
     .await;
-    conn_task.abort();
     result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn interpret(status: StatusCode, bytes: &[u8]) -> Result<Option<Value>, ClientError> {

@@ -127,12 +127,13 @@ fn success(command: Command, ver: &str, answer: Option<Value>) -> ShimOutcome {
     ShimOutcome::ok(v.to_string())
 }
 
-/// Maps transport failures to CNI codes per command (see the module docs).
+/// Maps transport failures to CNI codes per command (see the module docs):
+/// for STATUS every transport failure means "not available" (50); for DEL
+/// it means "retry later" (11), including an agent that died mid-request.
 pub fn client_error_to_cni(command: Command, e: ClientError) -> CniError {
     let text = e.to_string();
     match e {
         ClientError::Agent(err) => err,
-        ClientError::Protocol(_) => CniError::new(ErrorCode::ProtocolError, text),
         _ if command == Command::Status => {
             CniError::new(ErrorCode::PluginNotAvailable, "node agent is not available")
                 .with_details(text)
@@ -142,6 +143,7 @@ pub fn client_error_to_cni(command: Command, e: ClientError) -> CniError {
             "node agent is not answering; retry DEL later",
         )
         .with_details(text),
+        ClientError::Protocol(_) => CniError::new(ErrorCode::ProtocolError, text),
         ClientError::Timeout { .. } => CniError::new(ErrorCode::Timeout, text),
         ClientError::SocketMissing(_)
         | ClientError::Connect { .. }

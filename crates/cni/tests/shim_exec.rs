@@ -578,3 +578,29 @@ async fn server_rejects_bad_wire_requests() {
     assert_eq!((status, v["code"].as_u64()), (400, Some(4)));
     assert!(agent.fake.calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_closing_the_connection() {
+    // Accepts and hangs up at once, like an agent crashing mid-request.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("cni/crashy.sock");
+    let listener = bind_root_socket(&sock).unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let c = conf("1.0.0", &sock, json!({}));
+    exec(&pod_env("ADD"), &c)
+        .await
+        .assert_error(102, "protocol error");
+    exec(&pod_env("DEL"), &c)
+        .await
+        .assert_error(11, "retry DEL later");
+    let status_env = vec![("CNI_COMMAND".to_string(), "STATUS".to_string())];
+    let c11 = conf("1.1.0", &sock, json!({}));
+    exec(&status_env, &c11)
+        .await
+        .assert_error(50, "not available");
+    task.abort();
+}
