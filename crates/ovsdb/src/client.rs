@@ -117,10 +117,7 @@ impl Error {
         match self {
             Error::OutcomeUnknown(_) | Error::NotConnected(_) => true,
             Error::Rpc(RpcError::ConnectionLost(_)) => true,
-            Error::Txn(t) => {
-                matches!(t.kind(), Some(ErrorKind::Cluster))
-                    || matches!(t.kind(), Some(ErrorKind::Other(s)) if s.contains("leader"))
-            }
+            Error::Txn(t) => matches!(t.kind(), Some(ErrorKind::Cluster | ErrorKind::NotLeader)),
             _ => false,
         }
     }

@@ -735,8 +735,11 @@ pub enum ErrorKind {
     NotAllowed,
     SyntaxError,
     UnknownDatabase,
-    /// Raft: the transaction could not be committed on the cluster (e.g. leader lost).
+    /// Raft: the transaction could not be committed on the cluster (e.g. leader lost); it
+    /// may or may not have been applied.
     Cluster,
+    /// Raft: the server is not (or no longer) the leader.
+    NotLeader,
     Other(String),
 }
 
@@ -758,6 +761,7 @@ impl ErrorKind {
             "syntax error" | "unknown column" | "unknown table" => ErrorKind::SyntaxError,
             "unknown database" => ErrorKind::UnknownDatabase,
             "cluster error" => ErrorKind::Cluster,
+            "not leader" => ErrorKind::NotLeader,
             other => ErrorKind::Other(other.to_owned()),
         }
     }
