@@ -16,7 +16,9 @@ mod subnet;
 pub use cluster::{ClusterCidr, ClusterSubnetAllocator, SubnetPool};
 pub use join::{JoinSubnets, DEFAULT_JOIN_SUBNET_V4, DEFAULT_JOIN_SUBNET_V6};
 pub use node_id::{NodeIdAllocator, DEFAULT_MAX_NODE_ID, FIRST_NODE_ID};
-pub use subnet::{DualStackIpAllocator, SubnetIpAllocator, MAX_ADDRESSES_PER_SUBNET};
+pub use subnet::{
+    DualStackIpAllocator, SubnetIpAllocator, SubnetOptions, MAX_ADDRESSES_PER_SUBNET,
+};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -12,23 +12,55 @@ use crate::{addr_to_u128, max_prefix, u128_to_addr, with_prefix, Family, IpamErr
 /// hundred pods, and a 65536-slot bitmap costs 8 KiB per node.
 pub const MAX_ADDRESSES_PER_SUBNET: u64 = 1 << 16;
 
+/// Which addresses of a subnet are never handed out, besides the network
+/// address (and, for IPv4, the broadcast address), which always are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetOptions {
+    /// Reserve `.1`, the pods' gateway (`rtos-<node>`).
+    pub reserve_gateway: bool,
+    /// Reserve `.2`, the management port (`k8s-<node>`).
+    pub reserve_management: bool,
+    /// Further ranges never to hand out (e.g. a NetworkAttachmentDefinition's
+    /// `excludeSubnets`, or addresses kept for static assignment).
+    pub excluded: Vec<IpNet>,
+}
+
+impl Default for SubnetOptions {
+    /// A node subnet of a layer-3 network: network, `.1`, `.2` (and broadcast).
+    fn default() -> Self {
+        SubnetOptions {
+            reserve_gateway: true,
+            reserve_management: true,
+            excluded: Vec::new(),
+        }
+    }
+}
+
 /// Pod addresses of one node subnet, one family.
 ///
-/// Never handed out: the network address (offset 0), the gateway `.1`
-/// (`rtos-<node>` on the cluster router), the management port `.2`
-/// (`k8s-<node>`), and for IPv4 the broadcast address. For IPv6 that is
-/// `::0`, `::1`, `::2` (there is no broadcast).
+/// With the default [`SubnetOptions`] never handed out: the network address
+/// (offset 0), the gateway `.1` (`rtos-<node>` on the cluster router), the
+/// management port `.2` (`k8s-<node>`), and for IPv4 the broadcast address.
+/// For IPv6 that is `::0`, `::1`, `::2` (there is no broadcast).
 #[derive(Debug, Clone)]
 pub struct SubnetIpAllocator {
     subnet: IpNet,
     family: Family,
     base: u128,
+    /// Taken slots: handed out or reserved.
     bitmap: Bitmap,
-    reserved: Vec<u64>,
+    /// Reserved slots (a subset of `bitmap`).
+    reserved: Bitmap,
+    options: SubnetOptions,
 }
 
 impl SubnetIpAllocator {
+    /// A node subnet with the default reservations.
     pub fn new(subnet: IpNet) -> Result<Self, IpamError> {
+        Self::with_options(subnet, SubnetOptions::default())
+    }
+
+    pub fn with_options(subnet: IpNet, options: SubnetOptions) -> Result<Self, IpamError> {
         let subnet = subnet.trunc();
         let family = Family::of_net(&subnet);
         let host_bits = u32::from(max_prefix(family) - subnet.prefix_len());
@@ -37,29 +69,51 @@ impl SubnetIpAllocator {
         } else {
             (1u64 << host_bits).min(MAX_ADDRESSES_PER_SUBNET)
         };
-        let mut reserved = vec![0, 1, 2];
+        let base = addr_to_u128(subnet.network());
+        let mut reserved = Bitmap::new(size);
+        reserved.set(0);
+        if options.reserve_gateway {
+            reserved.set(1);
+        }
+        if options.reserve_management {
+            reserved.set(2);
+        }
         let whole_subnet = host_bits < 64 && size == 1u64 << host_bits;
         if family == Family::V4 && whole_subnet {
-            reserved.push(size - 1);
+            reserved.set(size - 1);
         }
-        reserved.retain(|&o| o < size);
-        reserved.dedup();
-        if size <= reserved.len() as u64 {
+        for ex in &options.excluded {
+            if Family::of_net(ex) != family || !(subnet.contains(ex) || ex.contains(&subnet)) {
+                return Err(IpamError::InvalidConfig(format!(
+                    "excluded range {ex} is not inside subnet {subnet}"
+                )));
+            }
+            let ex = ex.trunc();
+            let first = addr_to_u128(ex.network()).max(base) - base;
+            let last = addr_to_u128(ex.broadcast()) - base;
+            let last = last.min(u128::from(size) - 1);
+            let mut o = first;
+            while o <= last {
+                reserved.set(o as u64);
+                o += 1;
+            }
+        }
+        if size <= reserved.used() {
             return Err(IpamError::InvalidConfig(format!(
-                "subnet {subnet} is too small for pods: it has no address besides network, gateway, management{}",
-                if family == Family::V4 { " and broadcast" } else { "" }
+                "subnet {subnet} has no address left for pods after the reserved and excluded ones"
             )));
         }
         let mut bitmap = Bitmap::new(size);
-        for &o in &reserved {
+        for o in reserved.iter_set() {
             bitmap.set(o);
         }
         Ok(SubnetIpAllocator {
             subnet,
             family,
-            base: addr_to_u128(subnet.network()),
+            base,
             bitmap,
             reserved,
+            options,
         })
     }
 
@@ -87,12 +141,12 @@ impl SubnetIpAllocator {
 
     /// Addresses that can be handed out in total.
     pub fn capacity(&self) -> u64 {
-        self.bitmap.len() - self.reserved.len() as u64
+        self.bitmap.len() - self.reserved.used()
     }
 
     /// Addresses currently handed out.
     pub fn allocated_count(&self) -> u64 {
-        self.bitmap.used() - self.reserved.len() as u64
+        self.bitmap.used() - self.reserved.used()
     }
 
     /// Hands out a free address as `address/subnet-prefix`.
@@ -134,14 +188,17 @@ impl SubnetIpAllocator {
     }
 
     fn reserved_why(&self, offset: u64) -> Option<&'static str> {
-        if !self.reserved.contains(&offset) {
+        if !self.reserved.is_set(offset) {
             return None;
         }
+        let is_broadcast =
+            self.family == Family::V4 && self.addr(offset) == self.subnet.broadcast();
         Some(match offset {
             0 => "network address",
-            1 => "gateway",
-            2 => "management port",
-            _ => "broadcast address",
+            1 if self.options.reserve_gateway => "gateway",
+            2 if self.options.reserve_management => "management port",
+            _ if is_broadcast => "broadcast address",
+            _ => "excluded range",
         })
     }
 
@@ -175,7 +232,7 @@ impl SubnetIpAllocator {
     pub fn allocated(&self) -> Vec<IpAddr> {
         self.bitmap
             .iter_set()
-            .filter(|o| !self.reserved.contains(o))
+            .filter(|&o| !self.reserved.is_set(o))
             .map(|o| self.addr(o))
             .collect()
     }
@@ -384,6 +441,51 @@ mod tests {
         }
         assert_eq!(a.allocated(), vec![ip("10.244.1.7")]);
         assert_eq!(a.allocated_count(), 1);
+    }
+
+    #[test]
+    fn options_and_excluded_ranges() {
+        let opts = SubnetOptions {
+            reserve_gateway: false,
+            reserve_management: false,
+            excluded: vec!["10.0.0.4/30".parse().unwrap()],
+        };
+        let mut a = SubnetIpAllocator::with_options("10.0.0.0/28".parse().unwrap(), opts).unwrap();
+        // 16 addresses - network - broadcast - 4 excluded.
+        assert_eq!(a.capacity(), 10);
+        let got: Vec<String> = (0..5)
+            .map(|_| a.allocate().unwrap().addr().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.8", "10.0.0.9"]
+        );
+        assert!(matches!(
+            a.mark_allocated(ip("10.0.0.5")),
+            Err(IpamError::Reserved {
+                why: "excluded range",
+                ..
+            })
+        ));
+        assert!(matches!(
+            a.mark_allocated(ip("10.0.0.15")),
+            Err(IpamError::Reserved {
+                why: "broadcast address",
+                ..
+            })
+        ));
+        let outside = SubnetOptions {
+            excluded: vec!["10.1.0.0/30".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(SubnetIpAllocator::with_options("10.0.0.0/28".parse().unwrap(), outside).is_err());
+        let everything = SubnetOptions {
+            excluded: vec!["10.0.0.0/24".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(
+            SubnetIpAllocator::with_options("10.0.0.0/28".parse().unwrap(), everything).is_err()
+        );
     }
 
     #[test]

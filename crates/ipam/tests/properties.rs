@@ -106,6 +106,34 @@ proptest! {
         prop_assert_eq!(b.allocated_count(), b.capacity());
     }
 
+    /// Excluded ranges and disabled reservations are honoured under churn.
+    #[test]
+    fn excluded_ranges_never_handed_out(ex_off in 0u32..256, ex_len in 26u8..=30, gw in any::<bool>(), ops in ops()) {
+        let subnet: IpNet = "10.9.0.0/24".parse().unwrap();
+        let ex_base = u32::from(std::net::Ipv4Addr::new(10, 9, 0, 0)) + ex_off;
+        let excluded: IpNet = IpNet::new(IpAddr::V4(ex_base.into()), ex_len).unwrap().trunc();
+        let opts = SubnetOptions { reserve_gateway: gw, reserve_management: true, excluded: vec![excluded] };
+        let mut a = SubnetIpAllocator::with_options(subnet, opts).unwrap();
+        let mut held: Vec<IpAddr> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Allocate => if let Ok(ip) = a.allocate() {
+                    let ip = ip.addr();
+                    prop_assert!(!excluded.contains(&ip), "{} is in excluded {}", ip, excluded);
+                    prop_assert!(ip != subnet.network() && ip != subnet.broadcast());
+                    if gw { prop_assert_ne!(ip.to_string(), "10.9.0.1"); }
+                    prop_assert_ne!(ip.to_string(), "10.9.0.2");
+                    prop_assert!(!held.contains(&ip));
+                    held.push(ip);
+                } else {
+                    prop_assert_eq!(held.len() as u64, a.capacity());
+                },
+                Op::Release(n) if !held.is_empty() => { let ip = held.swap_remove(n % held.len()); prop_assert_eq!(a.release(ip), Ok(true)); }
+                Op::Release(_) => {}
+            }
+        }
+    }
+
     /// Node subnets: unique, aligned, inside the cluster CIDR; rebuild matches.
     #[test]
     fn node_subnets_unique_and_rebuildable(host in 24u8..=28, ops in ops()) {
