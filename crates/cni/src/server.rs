@@ -1,4 +1,28 @@
 //! The node agent's side: a CNI server on a root-only unix socket.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ovnk_cni::{bind_root_socket, serve, CniError, CniHandler, CniRequest, CniResult};
+//!
+//! struct Agent;
+//!
+//! impl CniHandler for Agent {
+//!     async fn add(&self, req: CniRequest) -> Result<CniResult, CniError> {
+//!         // Wire the pod described by req.args / req.netns, then describe it.
+//!         Err(CniError::failure(format!("not wired: {:?}", req.pod_key())))
+//!     }
+//!     async fn del(&self, _req: CniRequest) -> Result<(), CniError> { Ok(()) }
+//!     async fn check(&self, _req: CniRequest) -> Result<(), CniError> { Ok(()) }
+//!     async fn status(&self, _req: CniRequest) -> Result<(), CniError> { Ok(()) }
+//!     async fn gc(&self, _req: CniRequest) -> Result<(), CniError> { Ok(()) }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = bind_root_socket(ovnk_cni::DEFAULT_SERVER_SOCKET.as_ref())?;
+//! tokio::spawn(serve(listener, Arc::new(Agent)));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
