@@ -12,6 +12,19 @@ async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<DaemonEvent>) -> D
         .expect("event channel closed")
 }
 
+/// Waits (bounded) until the log holds exactly `want`.
+async fn wait_for_log(path: &std::path::Path, want: &str) {
+    let mut log = String::new();
+    for _ in 0..1000 {
+        log = std::fs::read_to_string(path).unwrap_or_default();
+        if log == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("log {} is {log:?}, expected {want:?}", path.display());
+}
+
 #[tokio::test]
 async fn restarts_a_dead_daemon_and_stops_by_pid() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,7 +50,8 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
         DaemonEvent::Started { .. }
     ));
 
-    // Killed from outside: reported, then restarted with a new pid.
+    // Killed from outside (once it has logged): reported, then restarted with a new pid.
+    wait_for_log(&dir.path().join("sleeper.log"), "up\n").await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -69,16 +83,8 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
     assert!(st[0].up);
     assert_eq!(st[0].restarts, 1);
     assert_eq!(st[0].pid, Some(new_pid));
-    // Both runs wrote to the same log (the second may need a moment to print).
-    let mut log = String::new();
-    for _ in 0..500 {
-        log = std::fs::read_to_string(dir.path().join("sleeper.log")).unwrap();
-        if log.matches("up").count() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(log, "up\nup\n");
+    // Both runs append to the same log.
+    wait_for_log(&dir.path().join("sleeper.log"), "up\nup\n").await;
 
     sup.stop("t/sleeper").await;
     assert!(!process_matches(new_pid as i32, "sleep"));
