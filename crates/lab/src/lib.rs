@@ -3,6 +3,10 @@
 //! not ovnk's (lab kubelet, lab scheduler, lab EndpointSlice controller).
 
 pub mod daemon;
+pub mod endpointslices;
+pub mod kubelet;
+pub mod responder;
+pub mod scheduler;
 
 /// Errors of the lab; each names the daemon, namespace or file concerned.
 #[derive(Debug, thiserror::Error)]

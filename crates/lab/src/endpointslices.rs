@@ -1,0 +1,1 @@
+//! Lab stand-in: endpointslices (see the module docs once written).

@@ -1,0 +1,1 @@
+//! Lab stand-in: kubelet (see the module docs once written).

@@ -1,0 +1,1 @@
+//! Lab stand-in: responder (see the module docs once written).

@@ -1,0 +1,1 @@
+//! Lab stand-in: scheduler (see the module docs once written).
