@@ -183,6 +183,48 @@ impl Model for Acl {
     }
 }
 
+impl Acl {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.action) {
+            row.insert("action".to_owned(), self.action.to_value());
+        }
+        if !is_default(&self.direction) {
+            row.insert("direction".to_owned(), self.direction.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.label) {
+            row.insert("label".to_owned(), self.label.to_value());
+        }
+        if !is_default(&self.log) {
+            row.insert("log".to_owned(), self.log.to_value());
+        }
+        if !is_default(&self.match_) {
+            row.insert("match".to_owned(), self.match_.to_value());
+        }
+        if !is_default(&self.meter) {
+            row.insert("meter".to_owned(), self.meter.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
+        if !is_default(&self.severity) {
+            row.insert("severity".to_owned(), self.severity.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Address_Set` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddressSet {
@@ -226,6 +268,24 @@ impl Model for AddressSet {
         row.insert("addresses".to_owned(), self.addresses.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("name".to_owned(), self.name.to_value());
+        row
+    }
+}
+
+impl AddressSet {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.addresses) {
+            row.insert("addresses".to_owned(), self.addresses.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
         row
     }
 }
@@ -302,6 +362,39 @@ impl Model for Bfd {
     }
 }
 
+impl Bfd {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.detect_mult) {
+            row.insert("detect_mult".to_owned(), self.detect_mult.to_value());
+        }
+        if !is_default(&self.dst_ip) {
+            row.insert("dst_ip".to_owned(), self.dst_ip.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.min_rx) {
+            row.insert("min_rx".to_owned(), self.min_rx.to_value());
+        }
+        if !is_default(&self.min_tx) {
+            row.insert("min_tx".to_owned(), self.min_tx.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Chassis_Template_Var` (root table; unique (chassis)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChassisTemplateVar {
@@ -345,6 +438,24 @@ impl Model for ChassisTemplateVar {
         row.insert("chassis".to_owned(), self.chassis.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("variables".to_owned(), self.variables.to_value());
+        row
+    }
+}
+
+impl ChassisTemplateVar {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.variables) {
+            row.insert("variables".to_owned(), self.variables.to_value());
+        }
         row
     }
 }
@@ -416,6 +527,36 @@ impl Model for Connection {
     }
 }
 
+impl Connection {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.inactivity_probe) {
+            row.insert("inactivity_probe".to_owned(), self.inactivity_probe.to_value());
+        }
+        if !is_default(&self.is_connected) {
+            row.insert("is_connected".to_owned(), self.is_connected.to_value());
+        }
+        if !is_default(&self.max_backoff) {
+            row.insert("max_backoff".to_owned(), self.max_backoff.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.target) {
+            row.insert("target".to_owned(), self.target.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Copp` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Copp {
@@ -459,6 +600,24 @@ impl Model for Copp {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("meters".to_owned(), self.meters.to_value());
         row.insert("name".to_owned(), self.name.to_value());
+        row
+    }
+}
+
+impl Copp {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.meters) {
+            row.insert("meters".to_owned(), self.meters.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
         row
     }
 }
@@ -510,6 +669,24 @@ impl Model for DhcpOptions {
     }
 }
 
+impl DhcpOptions {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.cidr) {
+            row.insert("cidr".to_owned(), self.cidr.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `DNS` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dns {
@@ -548,6 +725,21 @@ impl Model for Dns {
         let mut row = self.extra.clone();
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("records".to_owned(), self.records.to_value());
+        row
+    }
+}
+
+impl Dns {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.records) {
+            row.insert("records".to_owned(), self.records.to_value());
+        }
         row
     }
 }
@@ -614,6 +806,31 @@ impl Model for ForwardingGroup {
     }
 }
 
+impl ForwardingGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        row.insert("child_port".to_owned(), self.child_port.to_value());
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.liveness) {
+            row.insert("liveness".to_owned(), self.liveness.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.vip) {
+            row.insert("vip".to_owned(), self.vip.to_value());
+        }
+        if !is_default(&self.vmac) {
+            row.insert("vmac".to_owned(), self.vmac.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Gateway_Chassis` (unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GatewayChassis {
@@ -671,6 +888,30 @@ impl Model for GatewayChassis {
     }
 }
 
+impl GatewayChassis {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis_name) {
+            row.insert("chassis_name".to_owned(), self.chassis_name.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `HA_Chassis`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HaChassis {
@@ -718,6 +959,24 @@ impl Model for HaChassis {
     }
 }
 
+impl HaChassis {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis_name) {
+            row.insert("chassis_name".to_owned(), self.chassis_name.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `HA_Chassis_Group` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HaChassisGroup {
@@ -761,6 +1020,24 @@ impl Model for HaChassisGroup {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("ha_chassis".to_owned(), self.ha_chassis.to_value());
         row.insert("name".to_owned(), self.name.to_value());
+        row
+    }
+}
+
+impl HaChassisGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ha_chassis) {
+            row.insert("ha_chassis".to_owned(), self.ha_chassis.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
         row
     }
 }
@@ -837,6 +1114,39 @@ impl Model for LoadBalancer {
     }
 }
 
+impl LoadBalancer {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.health_check) {
+            row.insert("health_check".to_owned(), self.health_check.to_value());
+        }
+        if !is_default(&self.ip_port_mappings) {
+            row.insert("ip_port_mappings".to_owned(), self.ip_port_mappings.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.protocol) {
+            row.insert("protocol".to_owned(), self.protocol.to_value());
+        }
+        if !is_default(&self.selection_fields) {
+            row.insert("selection_fields".to_owned(), self.selection_fields.to_value());
+        }
+        if !is_default(&self.vips) {
+            row.insert("vips".to_owned(), self.vips.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Load_Balancer_Group` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadBalancerGroup {
@@ -875,6 +1185,21 @@ impl Model for LoadBalancerGroup {
         let mut row = self.extra.clone();
         row.insert("load_balancer".to_owned(), self.load_balancer.to_value());
         row.insert("name".to_owned(), self.name.to_value());
+        row
+    }
+}
+
+impl LoadBalancerGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.load_balancer) {
+            row.insert("load_balancer".to_owned(), self.load_balancer.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
         row
     }
 }
@@ -922,6 +1247,24 @@ impl Model for LoadBalancerHealthCheck {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("options".to_owned(), self.options.to_value());
         row.insert("vip".to_owned(), self.vip.to_value());
+        row
+    }
+}
+
+impl LoadBalancerHealthCheck {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.vip) {
+            row.insert("vip".to_owned(), self.vip.to_value());
+        }
         row
     }
 }
@@ -1013,6 +1356,48 @@ impl Model for LogicalRouter {
     }
 }
 
+impl LogicalRouter {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.copp) {
+            row.insert("copp".to_owned(), self.copp.to_value());
+        }
+        if !is_default(&self.enabled) {
+            row.insert("enabled".to_owned(), self.enabled.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.load_balancer) {
+            row.insert("load_balancer".to_owned(), self.load_balancer.to_value());
+        }
+        if !is_default(&self.load_balancer_group) {
+            row.insert("load_balancer_group".to_owned(), self.load_balancer_group.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.nat) {
+            row.insert("nat".to_owned(), self.nat.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.policies) {
+            row.insert("policies".to_owned(), self.policies.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
+        if !is_default(&self.static_routes) {
+            row.insert("static_routes".to_owned(), self.static_routes.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Logical_Router_Policy`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogicalRouterPolicy {
@@ -1076,6 +1461,36 @@ impl Model for LogicalRouterPolicy {
         row.insert("nexthops".to_owned(), self.nexthops.to_value());
         row.insert("options".to_owned(), self.options.to_value());
         row.insert("priority".to_owned(), self.priority.to_value());
+        row
+    }
+}
+
+impl LogicalRouterPolicy {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.action) {
+            row.insert("action".to_owned(), self.action.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.match_) {
+            row.insert("match".to_owned(), self.match_.to_value());
+        }
+        if !is_default(&self.nexthop) {
+            row.insert("nexthop".to_owned(), self.nexthop.to_value());
+        }
+        if !is_default(&self.nexthops) {
+            row.insert("nexthops".to_owned(), self.nexthops.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
         row
     }
 }
@@ -1167,6 +1582,46 @@ impl Model for LogicalRouterPort {
     }
 }
 
+impl LogicalRouterPort {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.enabled) {
+            row.insert("enabled".to_owned(), self.enabled.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.gateway_chassis) {
+            row.insert("gateway_chassis".to_owned(), self.gateway_chassis.to_value());
+        }
+        if !is_default(&self.ha_chassis_group) {
+            row.insert("ha_chassis_group".to_owned(), self.ha_chassis_group.to_value());
+        }
+        if !is_default(&self.ipv6_prefix) {
+            row.insert("ipv6_prefix".to_owned(), self.ipv6_prefix.to_value());
+        }
+        if !is_default(&self.ipv6_ra_configs) {
+            row.insert("ipv6_ra_configs".to_owned(), self.ipv6_ra_configs.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        row.insert("networks".to_owned(), self.networks.to_value());
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.peer) {
+            row.insert("peer".to_owned(), self.peer.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Logical_Router_Static_Route`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogicalRouterStaticRoute {
@@ -1235,6 +1690,39 @@ impl Model for LogicalRouterStaticRoute {
         row.insert("output_port".to_owned(), self.output_port.to_value());
         row.insert("policy".to_owned(), self.policy.to_value());
         row.insert("route_table".to_owned(), self.route_table.to_value());
+        row
+    }
+}
+
+impl LogicalRouterStaticRoute {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bfd) {
+            row.insert("bfd".to_owned(), self.bfd.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ip_prefix) {
+            row.insert("ip_prefix".to_owned(), self.ip_prefix.to_value());
+        }
+        if !is_default(&self.nexthop) {
+            row.insert("nexthop".to_owned(), self.nexthop.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.output_port) {
+            row.insert("output_port".to_owned(), self.output_port.to_value());
+        }
+        if !is_default(&self.policy) {
+            row.insert("policy".to_owned(), self.policy.to_value());
+        }
+        if !is_default(&self.route_table) {
+            row.insert("route_table".to_owned(), self.route_table.to_value());
+        }
         row
     }
 }
@@ -1322,6 +1810,48 @@ impl Model for LogicalSwitch {
         row.insert("other_config".to_owned(), self.other_config.to_value());
         row.insert("ports".to_owned(), self.ports.to_value());
         row.insert("qos_rules".to_owned(), self.qos_rules.to_value());
+        row
+    }
+}
+
+impl LogicalSwitch {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.acls) {
+            row.insert("acls".to_owned(), self.acls.to_value());
+        }
+        if !is_default(&self.copp) {
+            row.insert("copp".to_owned(), self.copp.to_value());
+        }
+        if !is_default(&self.dns_records) {
+            row.insert("dns_records".to_owned(), self.dns_records.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.forwarding_groups) {
+            row.insert("forwarding_groups".to_owned(), self.forwarding_groups.to_value());
+        }
+        if !is_default(&self.load_balancer) {
+            row.insert("load_balancer".to_owned(), self.load_balancer.to_value());
+        }
+        if !is_default(&self.load_balancer_group) {
+            row.insert("load_balancer_group".to_owned(), self.load_balancer_group.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
+        if !is_default(&self.qos_rules) {
+            row.insert("qos_rules".to_owned(), self.qos_rules.to_value());
+        }
         row
     }
 }
@@ -1438,6 +1968,63 @@ impl Model for LogicalSwitchPort {
     }
 }
 
+impl LogicalSwitchPort {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.addresses) {
+            row.insert("addresses".to_owned(), self.addresses.to_value());
+        }
+        if !is_default(&self.dhcpv4_options) {
+            row.insert("dhcpv4_options".to_owned(), self.dhcpv4_options.to_value());
+        }
+        if !is_default(&self.dhcpv6_options) {
+            row.insert("dhcpv6_options".to_owned(), self.dhcpv6_options.to_value());
+        }
+        if !is_default(&self.dynamic_addresses) {
+            row.insert("dynamic_addresses".to_owned(), self.dynamic_addresses.to_value());
+        }
+        if !is_default(&self.enabled) {
+            row.insert("enabled".to_owned(), self.enabled.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ha_chassis_group) {
+            row.insert("ha_chassis_group".to_owned(), self.ha_chassis_group.to_value());
+        }
+        if !is_default(&self.mirror_rules) {
+            row.insert("mirror_rules".to_owned(), self.mirror_rules.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.parent_name) {
+            row.insert("parent_name".to_owned(), self.parent_name.to_value());
+        }
+        if !is_default(&self.port_security) {
+            row.insert("port_security".to_owned(), self.port_security.to_value());
+        }
+        if !is_default(&self.tag) {
+            row.insert("tag".to_owned(), self.tag.to_value());
+        }
+        if !is_default(&self.tag_request) {
+            row.insert("tag_request".to_owned(), self.tag_request.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        if !is_default(&self.up) {
+            row.insert("up".to_owned(), self.up.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Meter` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Meter {
@@ -1495,6 +2082,28 @@ impl Model for Meter {
     }
 }
 
+impl Meter {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        row.insert("bands".to_owned(), self.bands.to_value());
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.fair) {
+            row.insert("fair".to_owned(), self.fair.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.unit) {
+            row.insert("unit".to_owned(), self.unit.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Meter_Band`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MeterBand {
@@ -1543,6 +2152,27 @@ impl Model for MeterBand {
         row.insert("burst_size".to_owned(), self.burst_size.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("rate".to_owned(), self.rate.to_value());
+        row
+    }
+}
+
+impl MeterBand {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.action) {
+            row.insert("action".to_owned(), self.action.to_value());
+        }
+        if !is_default(&self.burst_size) {
+            row.insert("burst_size".to_owned(), self.burst_size.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.rate) {
+            row.insert("rate".to_owned(), self.rate.to_value());
+        }
         row
     }
 }
@@ -1605,6 +2235,33 @@ impl Model for Mirror {
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("sink".to_owned(), self.sink.to_value());
         row.insert("type".to_owned(), self.type_.to_value());
+        row
+    }
+}
+
+impl Mirror {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.filter) {
+            row.insert("filter".to_owned(), self.filter.to_value());
+        }
+        if !is_default(&self.index) {
+            row.insert("index".to_owned(), self.index.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.sink) {
+            row.insert("sink".to_owned(), self.sink.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
         row
     }
 }
@@ -1692,6 +2349,48 @@ impl Model for Nat {
         row.insert("logical_port".to_owned(), self.logical_port.to_value());
         row.insert("options".to_owned(), self.options.to_value());
         row.insert("type".to_owned(), self.type_.to_value());
+        row
+    }
+}
+
+impl Nat {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.allowed_ext_ips) {
+            row.insert("allowed_ext_ips".to_owned(), self.allowed_ext_ips.to_value());
+        }
+        if !is_default(&self.exempted_ext_ips) {
+            row.insert("exempted_ext_ips".to_owned(), self.exempted_ext_ips.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.external_ip) {
+            row.insert("external_ip".to_owned(), self.external_ip.to_value());
+        }
+        if !is_default(&self.external_mac) {
+            row.insert("external_mac".to_owned(), self.external_mac.to_value());
+        }
+        if !is_default(&self.external_port_range) {
+            row.insert("external_port_range".to_owned(), self.external_port_range.to_value());
+        }
+        if !is_default(&self.gateway_port) {
+            row.insert("gateway_port".to_owned(), self.gateway_port.to_value());
+        }
+        if !is_default(&self.logical_ip) {
+            row.insert("logical_ip".to_owned(), self.logical_ip.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
         row
     }
 }
@@ -1788,6 +2487,51 @@ impl Model for NbGlobal {
     }
 }
 
+impl NbGlobal {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.connections) {
+            row.insert("connections".to_owned(), self.connections.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.hv_cfg) {
+            row.insert("hv_cfg".to_owned(), self.hv_cfg.to_value());
+        }
+        if !is_default(&self.hv_cfg_timestamp) {
+            row.insert("hv_cfg_timestamp".to_owned(), self.hv_cfg_timestamp.to_value());
+        }
+        if !is_default(&self.ipsec) {
+            row.insert("ipsec".to_owned(), self.ipsec.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.nb_cfg) {
+            row.insert("nb_cfg".to_owned(), self.nb_cfg.to_value());
+        }
+        if !is_default(&self.nb_cfg_timestamp) {
+            row.insert("nb_cfg_timestamp".to_owned(), self.nb_cfg_timestamp.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.sb_cfg) {
+            row.insert("sb_cfg".to_owned(), self.sb_cfg.to_value());
+        }
+        if !is_default(&self.sb_cfg_timestamp) {
+            row.insert("sb_cfg_timestamp".to_owned(), self.sb_cfg_timestamp.to_value());
+        }
+        if !is_default(&self.ssl) {
+            row.insert("ssl".to_owned(), self.ssl.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Port_Group` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PortGroup {
@@ -1836,6 +2580,27 @@ impl Model for PortGroup {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("ports".to_owned(), self.ports.to_value());
+        row
+    }
+}
+
+impl PortGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.acls) {
+            row.insert("acls".to_owned(), self.acls.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
         row
     }
 }
@@ -1898,6 +2663,33 @@ impl Model for QoS {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("match".to_owned(), self.match_.to_value());
         row.insert("priority".to_owned(), self.priority.to_value());
+        row
+    }
+}
+
+impl QoS {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.action) {
+            row.insert("action".to_owned(), self.action.to_value());
+        }
+        if !is_default(&self.bandwidth) {
+            row.insert("bandwidth".to_owned(), self.bandwidth.to_value());
+        }
+        if !is_default(&self.direction) {
+            row.insert("direction".to_owned(), self.direction.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.match_) {
+            row.insert("match".to_owned(), self.match_.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
         row
     }
 }
@@ -1969,6 +2761,36 @@ impl Model for Ssl {
     }
 }
 
+impl Ssl {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bootstrap_ca_cert) {
+            row.insert("bootstrap_ca_cert".to_owned(), self.bootstrap_ca_cert.to_value());
+        }
+        if !is_default(&self.ca_cert) {
+            row.insert("ca_cert".to_owned(), self.ca_cert.to_value());
+        }
+        if !is_default(&self.certificate) {
+            row.insert("certificate".to_owned(), self.certificate.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.private_key) {
+            row.insert("private_key".to_owned(), self.private_key.to_value());
+        }
+        if !is_default(&self.ssl_ciphers) {
+            row.insert("ssl_ciphers".to_owned(), self.ssl_ciphers.to_value());
+        }
+        if !is_default(&self.ssl_protocols) {
+            row.insert("ssl_protocols".to_owned(), self.ssl_protocols.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Static_MAC_Binding` (root table; unique (logical_port, ip)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StaticMacBinding {
@@ -2019,6 +2841,31 @@ impl Model for StaticMacBinding {
         row.insert("override_dynamic_mac".to_owned(), self.override_dynamic_mac.to_value());
         row
     }
+}
+
+impl StaticMacBinding {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.ip) {
+            row.insert("ip".to_owned(), self.ip.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.override_dynamic_mac) {
+            row.insert("override_dynamic_mac".to_owned(), self.override_dynamic_mac.to_value());
+        }
+        row
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Values of `ACL.action`; `Other` keeps a value this schema version does not list

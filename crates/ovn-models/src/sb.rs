@@ -146,6 +146,21 @@ impl Model for AddressSet {
     }
 }
 
+impl AddressSet {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.addresses) {
+            row.insert("addresses".to_owned(), self.addresses.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `BFD` (root table; unique (logical_port, dst_ip, src_port, disc)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Bfd {
@@ -228,6 +243,45 @@ impl Model for Bfd {
     }
 }
 
+impl Bfd {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.detect_mult) {
+            row.insert("detect_mult".to_owned(), self.detect_mult.to_value());
+        }
+        if !is_default(&self.disc) {
+            row.insert("disc".to_owned(), self.disc.to_value());
+        }
+        if !is_default(&self.dst_ip) {
+            row.insert("dst_ip".to_owned(), self.dst_ip.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.min_rx) {
+            row.insert("min_rx".to_owned(), self.min_rx.to_value());
+        }
+        if !is_default(&self.min_tx) {
+            row.insert("min_tx".to_owned(), self.min_tx.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.src_port) {
+            row.insert("src_port".to_owned(), self.src_port.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Chassis` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Chassis {
@@ -300,6 +354,37 @@ impl Model for Chassis {
     }
 }
 
+impl Chassis {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        row.insert("encaps".to_owned(), self.encaps.to_value());
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.hostname) {
+            row.insert("hostname".to_owned(), self.hostname.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.nb_cfg) {
+            row.insert("nb_cfg".to_owned(), self.nb_cfg.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.transport_zones) {
+            row.insert("transport_zones".to_owned(), self.transport_zones.to_value());
+        }
+        if !is_default(&self.vtep_logical_switches) {
+            row.insert("vtep_logical_switches".to_owned(), self.vtep_logical_switches.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Chassis_Private` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChassisPrivate {
@@ -357,6 +442,30 @@ impl Model for ChassisPrivate {
     }
 }
 
+impl ChassisPrivate {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.nb_cfg) {
+            row.insert("nb_cfg".to_owned(), self.nb_cfg.to_value());
+        }
+        if !is_default(&self.nb_cfg_timestamp) {
+            row.insert("nb_cfg_timestamp".to_owned(), self.nb_cfg_timestamp.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Chassis_Template_Var` (root table; unique (chassis)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChassisTemplateVar {
@@ -395,6 +504,21 @@ impl Model for ChassisTemplateVar {
         let mut row = self.extra.clone();
         row.insert("chassis".to_owned(), self.chassis.to_value());
         row.insert("variables".to_owned(), self.variables.to_value());
+        row
+    }
+}
+
+impl ChassisTemplateVar {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.variables) {
+            row.insert("variables".to_owned(), self.variables.to_value());
+        }
         row
     }
 }
@@ -476,6 +600,42 @@ impl Model for Connection {
     }
 }
 
+impl Connection {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.inactivity_probe) {
+            row.insert("inactivity_probe".to_owned(), self.inactivity_probe.to_value());
+        }
+        if !is_default(&self.is_connected) {
+            row.insert("is_connected".to_owned(), self.is_connected.to_value());
+        }
+        if !is_default(&self.max_backoff) {
+            row.insert("max_backoff".to_owned(), self.max_backoff.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.read_only) {
+            row.insert("read_only".to_owned(), self.read_only.to_value());
+        }
+        if !is_default(&self.role) {
+            row.insert("role".to_owned(), self.role.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.target) {
+            row.insert("target".to_owned(), self.target.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Controller_Event` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ControllerEvent {
@@ -528,6 +688,27 @@ impl Model for ControllerEvent {
     }
 }
 
+impl ControllerEvent {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.event_info) {
+            row.insert("event_info".to_owned(), self.event_info.to_value());
+        }
+        if !is_default(&self.event_type) {
+            row.insert("event_type".to_owned(), self.event_type.to_value());
+        }
+        if !is_default(&self.seq_num) {
+            row.insert("seq_num".to_owned(), self.seq_num.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `DHCP_Options` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DhcpOptions {
@@ -571,6 +752,24 @@ impl Model for DhcpOptions {
         row.insert("code".to_owned(), self.code.to_value());
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("type".to_owned(), self.type_.to_value());
+        row
+    }
+}
+
+impl DhcpOptions {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.code) {
+            row.insert("code".to_owned(), self.code.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
         row
     }
 }
@@ -622,6 +821,24 @@ impl Model for DHCPv6Options {
     }
 }
 
+impl DHCPv6Options {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.code) {
+            row.insert("code".to_owned(), self.code.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `DNS` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dns {
@@ -669,6 +886,22 @@ impl Model for Dns {
     }
 }
 
+impl Dns {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        row.insert("datapaths".to_owned(), self.datapaths.to_value());
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.records) {
+            row.insert("records".to_owned(), self.records.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Datapath_Binding` (root table; unique (tunnel_key)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DatapathBinding {
@@ -712,6 +945,24 @@ impl Model for DatapathBinding {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("load_balancers".to_owned(), self.load_balancers.to_value());
         row.insert("tunnel_key".to_owned(), self.tunnel_key.to_value());
+        row
+    }
+}
+
+impl DatapathBinding {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.load_balancers) {
+            row.insert("load_balancers".to_owned(), self.load_balancers.to_value());
+        }
+        if !is_default(&self.tunnel_key) {
+            row.insert("tunnel_key".to_owned(), self.tunnel_key.to_value());
+        }
         row
     }
 }
@@ -768,6 +1019,27 @@ impl Model for Encap {
     }
 }
 
+impl Encap {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis_name) {
+            row.insert("chassis_name".to_owned(), self.chassis_name.to_value());
+        }
+        if !is_default(&self.ip) {
+            row.insert("ip".to_owned(), self.ip.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `FDB` (root table; unique (mac, dp_key)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fdb {
@@ -811,6 +1083,24 @@ impl Model for Fdb {
         row.insert("dp_key".to_owned(), self.dp_key.to_value());
         row.insert("mac".to_owned(), self.mac.to_value());
         row.insert("port_key".to_owned(), self.port_key.to_value());
+        row
+    }
+}
+
+impl Fdb {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.dp_key) {
+            row.insert("dp_key".to_owned(), self.dp_key.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.port_key) {
+            row.insert("port_key".to_owned(), self.port_key.to_value());
+        }
         row
     }
 }
@@ -872,6 +1162,30 @@ impl Model for GatewayChassis {
     }
 }
 
+impl GatewayChassis {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `HA_Chassis`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HaChassis {
@@ -915,6 +1229,24 @@ impl Model for HaChassis {
         row.insert("chassis".to_owned(), self.chassis.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("priority".to_owned(), self.priority.to_value());
+        row
+    }
+}
+
+impl HaChassis {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
         row
     }
 }
@@ -971,6 +1303,27 @@ impl Model for HaChassisGroup {
     }
 }
 
+impl HaChassisGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ha_chassis) {
+            row.insert("ha_chassis".to_owned(), self.ha_chassis.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.ref_chassis) {
+            row.insert("ref_chassis".to_owned(), self.ref_chassis.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `IGMP_Group` (root table; unique (address, datapath, chassis)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IgmpGroup {
@@ -1019,6 +1372,27 @@ impl Model for IgmpGroup {
         row.insert("chassis".to_owned(), self.chassis.to_value());
         row.insert("datapath".to_owned(), self.datapath.to_value());
         row.insert("ports".to_owned(), self.ports.to_value());
+        row
+    }
+}
+
+impl IgmpGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.address) {
+            row.insert("address".to_owned(), self.address.to_value());
+        }
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
         row
     }
 }
@@ -1110,6 +1484,48 @@ impl Model for IpMulticast {
     }
 }
 
+impl IpMulticast {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.enabled) {
+            row.insert("enabled".to_owned(), self.enabled.to_value());
+        }
+        if !is_default(&self.eth_src) {
+            row.insert("eth_src".to_owned(), self.eth_src.to_value());
+        }
+        if !is_default(&self.idle_timeout) {
+            row.insert("idle_timeout".to_owned(), self.idle_timeout.to_value());
+        }
+        if !is_default(&self.ip4_src) {
+            row.insert("ip4_src".to_owned(), self.ip4_src.to_value());
+        }
+        if !is_default(&self.ip6_src) {
+            row.insert("ip6_src".to_owned(), self.ip6_src.to_value());
+        }
+        if !is_default(&self.querier) {
+            row.insert("querier".to_owned(), self.querier.to_value());
+        }
+        if !is_default(&self.query_interval) {
+            row.insert("query_interval".to_owned(), self.query_interval.to_value());
+        }
+        if !is_default(&self.query_max_resp) {
+            row.insert("query_max_resp".to_owned(), self.query_max_resp.to_value());
+        }
+        if !is_default(&self.seq_no) {
+            row.insert("seq_no".to_owned(), self.seq_no.to_value());
+        }
+        if !is_default(&self.table_size) {
+            row.insert("table_size".to_owned(), self.table_size.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Load_Balancer` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadBalancer {
@@ -1177,6 +1593,36 @@ impl Model for LoadBalancer {
     }
 }
 
+impl LoadBalancer {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapath_group) {
+            row.insert("datapath_group".to_owned(), self.datapath_group.to_value());
+        }
+        if !is_default(&self.datapaths) {
+            row.insert("datapaths".to_owned(), self.datapaths.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.protocol) {
+            row.insert("protocol".to_owned(), self.protocol.to_value());
+        }
+        if !is_default(&self.vips) {
+            row.insert("vips".to_owned(), self.vips.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Logical_DP_Group`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogicalDpGroup {
@@ -1210,6 +1656,18 @@ impl Model for LogicalDpGroup {
     fn to_row(&self) -> Row {
         let mut row = self.extra.clone();
         row.insert("datapaths".to_owned(), self.datapaths.to_value());
+        row
+    }
+}
+
+impl LogicalDpGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapaths) {
+            row.insert("datapaths".to_owned(), self.datapaths.to_value());
+        }
         row
     }
 }
@@ -1296,6 +1754,45 @@ impl Model for LogicalFlow {
     }
 }
 
+impl LogicalFlow {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.actions) {
+            row.insert("actions".to_owned(), self.actions.to_value());
+        }
+        if !is_default(&self.controller_meter) {
+            row.insert("controller_meter".to_owned(), self.controller_meter.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.logical_datapath) {
+            row.insert("logical_datapath".to_owned(), self.logical_datapath.to_value());
+        }
+        if !is_default(&self.logical_dp_group) {
+            row.insert("logical_dp_group".to_owned(), self.logical_dp_group.to_value());
+        }
+        if !is_default(&self.match_) {
+            row.insert("match".to_owned(), self.match_.to_value());
+        }
+        if !is_default(&self.pipeline) {
+            row.insert("pipeline".to_owned(), self.pipeline.to_value());
+        }
+        if !is_default(&self.priority) {
+            row.insert("priority".to_owned(), self.priority.to_value());
+        }
+        if !is_default(&self.table_id) {
+            row.insert("table_id".to_owned(), self.table_id.to_value());
+        }
+        if !is_default(&self.tags) {
+            row.insert("tags".to_owned(), self.tags.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `MAC_Binding` (root table; unique (logical_port, ip)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MacBinding {
@@ -1353,6 +1850,30 @@ impl Model for MacBinding {
     }
 }
 
+impl MacBinding {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.ip) {
+            row.insert("ip".to_owned(), self.ip.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.timestamp) {
+            row.insert("timestamp".to_owned(), self.timestamp.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Meter` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Meter {
@@ -1400,6 +1921,22 @@ impl Model for Meter {
     }
 }
 
+impl Meter {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        row.insert("bands".to_owned(), self.bands.to_value());
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.unit) {
+            row.insert("unit".to_owned(), self.unit.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Meter_Band`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MeterBand {
@@ -1443,6 +1980,24 @@ impl Model for MeterBand {
         row.insert("action".to_owned(), self.action.to_value());
         row.insert("burst_size".to_owned(), self.burst_size.to_value());
         row.insert("rate".to_owned(), self.rate.to_value());
+        row
+    }
+}
+
+impl MeterBand {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.action) {
+            row.insert("action".to_owned(), self.action.to_value());
+        }
+        if !is_default(&self.burst_size) {
+            row.insert("burst_size".to_owned(), self.burst_size.to_value());
+        }
+        if !is_default(&self.rate) {
+            row.insert("rate".to_owned(), self.rate.to_value());
+        }
         row
     }
 }
@@ -1509,6 +2064,33 @@ impl Model for Mirror {
     }
 }
 
+impl Mirror {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.filter) {
+            row.insert("filter".to_owned(), self.filter.to_value());
+        }
+        if !is_default(&self.index) {
+            row.insert("index".to_owned(), self.index.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.sink) {
+            row.insert("sink".to_owned(), self.sink.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Multicast_Group` (root table; unique (datapath, tunnel_key); unique (datapath, name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MulticastGroup {
@@ -1557,6 +2139,27 @@ impl Model for MulticastGroup {
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("ports".to_owned(), self.ports.to_value());
         row.insert("tunnel_key".to_owned(), self.tunnel_key.to_value());
+        row
+    }
+}
+
+impl MulticastGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
+        if !is_default(&self.tunnel_key) {
+            row.insert("tunnel_key".to_owned(), self.tunnel_key.to_value());
+        }
         row
     }
 }
@@ -1703,6 +2306,81 @@ impl Model for PortBinding {
     }
 }
 
+impl PortBinding {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.additional_chassis) {
+            row.insert("additional_chassis".to_owned(), self.additional_chassis.to_value());
+        }
+        if !is_default(&self.additional_encap) {
+            row.insert("additional_encap".to_owned(), self.additional_encap.to_value());
+        }
+        if !is_default(&self.chassis) {
+            row.insert("chassis".to_owned(), self.chassis.to_value());
+        }
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.encap) {
+            row.insert("encap".to_owned(), self.encap.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.gateway_chassis) {
+            row.insert("gateway_chassis".to_owned(), self.gateway_chassis.to_value());
+        }
+        if !is_default(&self.ha_chassis_group) {
+            row.insert("ha_chassis_group".to_owned(), self.ha_chassis_group.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.mirror_rules) {
+            row.insert("mirror_rules".to_owned(), self.mirror_rules.to_value());
+        }
+        if !is_default(&self.nat_addresses) {
+            row.insert("nat_addresses".to_owned(), self.nat_addresses.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.parent_port) {
+            row.insert("parent_port".to_owned(), self.parent_port.to_value());
+        }
+        if !is_default(&self.port_security) {
+            row.insert("port_security".to_owned(), self.port_security.to_value());
+        }
+        if !is_default(&self.requested_additional_chassis) {
+            row.insert("requested_additional_chassis".to_owned(), self.requested_additional_chassis.to_value());
+        }
+        if !is_default(&self.requested_chassis) {
+            row.insert("requested_chassis".to_owned(), self.requested_chassis.to_value());
+        }
+        if !is_default(&self.tag) {
+            row.insert("tag".to_owned(), self.tag.to_value());
+        }
+        if !is_default(&self.tunnel_key) {
+            row.insert("tunnel_key".to_owned(), self.tunnel_key.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        if !is_default(&self.up) {
+            row.insert("up".to_owned(), self.up.to_value());
+        }
+        if !is_default(&self.virtual_parent) {
+            row.insert("virtual_parent".to_owned(), self.virtual_parent.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Port_Group` (root table; unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PortGroup {
@@ -1741,6 +2419,21 @@ impl Model for PortGroup {
         let mut row = self.extra.clone();
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("ports".to_owned(), self.ports.to_value());
+        row
+    }
+}
+
+impl PortGroup {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
         row
     }
 }
@@ -1797,6 +2490,27 @@ impl Model for RbacPermission {
     }
 }
 
+impl RbacPermission {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.authorization) {
+            row.insert("authorization".to_owned(), self.authorization.to_value());
+        }
+        if !is_default(&self.insert_delete) {
+            row.insert("insert_delete".to_owned(), self.insert_delete.to_value());
+        }
+        if !is_default(&self.table) {
+            row.insert("table".to_owned(), self.table.to_value());
+        }
+        if !is_default(&self.update) {
+            row.insert("update".to_owned(), self.update.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `RBAC_Role` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RbacRole {
@@ -1835,6 +2549,21 @@ impl Model for RbacRole {
         let mut row = self.extra.clone();
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("permissions".to_owned(), self.permissions.to_value());
+        row
+    }
+}
+
+impl RbacRole {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.permissions) {
+            row.insert("permissions".to_owned(), self.permissions.to_value());
+        }
         row
     }
 }
@@ -1897,6 +2626,33 @@ impl Model for SbGlobal {
         row.insert("nb_cfg".to_owned(), self.nb_cfg.to_value());
         row.insert("options".to_owned(), self.options.to_value());
         row.insert("ssl".to_owned(), self.ssl.to_value());
+        row
+    }
+}
+
+impl SbGlobal {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.connections) {
+            row.insert("connections".to_owned(), self.connections.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ipsec) {
+            row.insert("ipsec".to_owned(), self.ipsec.to_value());
+        }
+        if !is_default(&self.nb_cfg) {
+            row.insert("nb_cfg".to_owned(), self.nb_cfg.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.ssl) {
+            row.insert("ssl".to_owned(), self.ssl.to_value());
+        }
         row
     }
 }
@@ -1964,6 +2720,36 @@ impl Model for Ssl {
         row.insert("private_key".to_owned(), self.private_key.to_value());
         row.insert("ssl_ciphers".to_owned(), self.ssl_ciphers.to_value());
         row.insert("ssl_protocols".to_owned(), self.ssl_protocols.to_value());
+        row
+    }
+}
+
+impl Ssl {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bootstrap_ca_cert) {
+            row.insert("bootstrap_ca_cert".to_owned(), self.bootstrap_ca_cert.to_value());
+        }
+        if !is_default(&self.ca_cert) {
+            row.insert("ca_cert".to_owned(), self.ca_cert.to_value());
+        }
+        if !is_default(&self.certificate) {
+            row.insert("certificate".to_owned(), self.certificate.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.private_key) {
+            row.insert("private_key".to_owned(), self.private_key.to_value());
+        }
+        if !is_default(&self.ssl_ciphers) {
+            row.insert("ssl_ciphers".to_owned(), self.ssl_ciphers.to_value());
+        }
+        if !is_default(&self.ssl_protocols) {
+            row.insert("ssl_protocols".to_owned(), self.ssl_protocols.to_value());
+        }
         row
     }
 }
@@ -2045,6 +2831,42 @@ impl Model for ServiceMonitor {
     }
 }
 
+impl ServiceMonitor {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ip) {
+            row.insert("ip".to_owned(), self.ip.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.port) {
+            row.insert("port".to_owned(), self.port.to_value());
+        }
+        if !is_default(&self.protocol) {
+            row.insert("protocol".to_owned(), self.protocol.to_value());
+        }
+        if !is_default(&self.src_ip) {
+            row.insert("src_ip".to_owned(), self.src_ip.to_value());
+        }
+        if !is_default(&self.src_mac) {
+            row.insert("src_mac".to_owned(), self.src_mac.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Static_MAC_Binding` (root table; unique (logical_port, ip)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StaticMacBinding {
@@ -2100,6 +2922,34 @@ impl Model for StaticMacBinding {
         row.insert("override_dynamic_mac".to_owned(), self.override_dynamic_mac.to_value());
         row
     }
+}
+
+impl StaticMacBinding {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.datapath) {
+            row.insert("datapath".to_owned(), self.datapath.to_value());
+        }
+        if !is_default(&self.ip) {
+            row.insert("ip".to_owned(), self.ip.to_value());
+        }
+        if !is_default(&self.logical_port) {
+            row.insert("logical_port".to_owned(), self.logical_port.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.override_dynamic_mac) {
+            row.insert("override_dynamic_mac".to_owned(), self.override_dynamic_mac.to_value());
+        }
+        row
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Values of `BFD.status`; `Other` keeps a value this schema version does not list

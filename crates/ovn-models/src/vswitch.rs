@@ -121,6 +121,24 @@ impl Model for AutoAttach {
     }
 }
 
+impl AutoAttach {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.mappings) {
+            row.insert("mappings".to_owned(), self.mappings.to_value());
+        }
+        if !is_default(&self.system_description) {
+            row.insert("system_description".to_owned(), self.system_description.to_value());
+        }
+        if !is_default(&self.system_name) {
+            row.insert("system_name".to_owned(), self.system_name.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Bridge` (unique (name)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Bridge {
@@ -263,6 +281,81 @@ impl Model for Bridge {
     }
 }
 
+impl Bridge {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.auto_attach) {
+            row.insert("auto_attach".to_owned(), self.auto_attach.to_value());
+        }
+        if !is_default(&self.controller) {
+            row.insert("controller".to_owned(), self.controller.to_value());
+        }
+        if !is_default(&self.datapath_id) {
+            row.insert("datapath_id".to_owned(), self.datapath_id.to_value());
+        }
+        if !is_default(&self.datapath_type) {
+            row.insert("datapath_type".to_owned(), self.datapath_type.to_value());
+        }
+        if !is_default(&self.datapath_version) {
+            row.insert("datapath_version".to_owned(), self.datapath_version.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.fail_mode) {
+            row.insert("fail_mode".to_owned(), self.fail_mode.to_value());
+        }
+        if !is_default(&self.flood_vlans) {
+            row.insert("flood_vlans".to_owned(), self.flood_vlans.to_value());
+        }
+        if !is_default(&self.flow_tables) {
+            row.insert("flow_tables".to_owned(), self.flow_tables.to_value());
+        }
+        if !is_default(&self.ipfix) {
+            row.insert("ipfix".to_owned(), self.ipfix.to_value());
+        }
+        if !is_default(&self.mcast_snooping_enable) {
+            row.insert("mcast_snooping_enable".to_owned(), self.mcast_snooping_enable.to_value());
+        }
+        if !is_default(&self.mirrors) {
+            row.insert("mirrors".to_owned(), self.mirrors.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.netflow) {
+            row.insert("netflow".to_owned(), self.netflow.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.ports) {
+            row.insert("ports".to_owned(), self.ports.to_value());
+        }
+        if !is_default(&self.protocols) {
+            row.insert("protocols".to_owned(), self.protocols.to_value());
+        }
+        if !is_default(&self.rstp_enable) {
+            row.insert("rstp_enable".to_owned(), self.rstp_enable.to_value());
+        }
+        if !is_default(&self.rstp_status) {
+            row.insert("rstp_status".to_owned(), self.rstp_status.to_value());
+        }
+        if !is_default(&self.sflow) {
+            row.insert("sflow".to_owned(), self.sflow.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.stp_enable) {
+            row.insert("stp_enable".to_owned(), self.stp_enable.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `CT_Timeout_Policy`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CtTimeoutPolicy {
@@ -305,6 +398,21 @@ impl Model for CtTimeoutPolicy {
     }
 }
 
+impl CtTimeoutPolicy {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.timeouts) {
+            row.insert("timeouts".to_owned(), self.timeouts.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `CT_Zone`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CtZone {
@@ -343,6 +451,21 @@ impl Model for CtZone {
         let mut row = self.extra.clone();
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("timeout_policy".to_owned(), self.timeout_policy.to_value());
+        row
+    }
+}
+
+impl CtZone {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.timeout_policy) {
+            row.insert("timeout_policy".to_owned(), self.timeout_policy.to_value());
+        }
         row
     }
 }
@@ -464,6 +587,66 @@ impl Model for Controller {
     }
 }
 
+impl Controller {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.connection_mode) {
+            row.insert("connection_mode".to_owned(), self.connection_mode.to_value());
+        }
+        if !is_default(&self.controller_burst_limit) {
+            row.insert("controller_burst_limit".to_owned(), self.controller_burst_limit.to_value());
+        }
+        if !is_default(&self.controller_queue_size) {
+            row.insert("controller_queue_size".to_owned(), self.controller_queue_size.to_value());
+        }
+        if !is_default(&self.controller_rate_limit) {
+            row.insert("controller_rate_limit".to_owned(), self.controller_rate_limit.to_value());
+        }
+        if !is_default(&self.enable_async_messages) {
+            row.insert("enable_async_messages".to_owned(), self.enable_async_messages.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.inactivity_probe) {
+            row.insert("inactivity_probe".to_owned(), self.inactivity_probe.to_value());
+        }
+        if !is_default(&self.is_connected) {
+            row.insert("is_connected".to_owned(), self.is_connected.to_value());
+        }
+        if !is_default(&self.local_gateway) {
+            row.insert("local_gateway".to_owned(), self.local_gateway.to_value());
+        }
+        if !is_default(&self.local_ip) {
+            row.insert("local_ip".to_owned(), self.local_ip.to_value());
+        }
+        if !is_default(&self.local_netmask) {
+            row.insert("local_netmask".to_owned(), self.local_netmask.to_value());
+        }
+        if !is_default(&self.max_backoff) {
+            row.insert("max_backoff".to_owned(), self.max_backoff.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.role) {
+            row.insert("role".to_owned(), self.role.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.target) {
+            row.insert("target".to_owned(), self.target.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Datapath`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Datapath {
@@ -516,6 +699,27 @@ impl Model for Datapath {
     }
 }
 
+impl Datapath {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.capabilities) {
+            row.insert("capabilities".to_owned(), self.capabilities.to_value());
+        }
+        if !is_default(&self.ct_zones) {
+            row.insert("ct_zones".to_owned(), self.ct_zones.to_value());
+        }
+        if !is_default(&self.datapath_version) {
+            row.insert("datapath_version".to_owned(), self.datapath_version.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Flow_Sample_Collector_Set` (root table; unique (id, bridge)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FlowSampleCollectorSet {
@@ -564,6 +768,27 @@ impl Model for FlowSampleCollectorSet {
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("id".to_owned(), self.id.to_value());
         row.insert("ipfix".to_owned(), self.ipfix.to_value());
+        row
+    }
+}
+
+impl FlowSampleCollectorSet {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bridge) {
+            row.insert("bridge".to_owned(), self.bridge.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.id) {
+            row.insert("id".to_owned(), self.id.to_value());
+        }
+        if !is_default(&self.ipfix) {
+            row.insert("ipfix".to_owned(), self.ipfix.to_value());
+        }
         row
     }
 }
@@ -626,6 +851,33 @@ impl Model for FlowTable {
         row.insert("name".to_owned(), self.name.to_value());
         row.insert("overflow_policy".to_owned(), self.overflow_policy.to_value());
         row.insert("prefixes".to_owned(), self.prefixes.to_value());
+        row
+    }
+}
+
+impl FlowTable {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.flow_limit) {
+            row.insert("flow_limit".to_owned(), self.flow_limit.to_value());
+        }
+        if !is_default(&self.groups) {
+            row.insert("groups".to_owned(), self.groups.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.overflow_policy) {
+            row.insert("overflow_policy".to_owned(), self.overflow_policy.to_value());
+        }
+        if !is_default(&self.prefixes) {
+            row.insert("prefixes".to_owned(), self.prefixes.to_value());
+        }
         row
     }
 }
@@ -698,6 +950,39 @@ impl Model for Ipfix {
         row.insert("other_config".to_owned(), self.other_config.to_value());
         row.insert("sampling".to_owned(), self.sampling.to_value());
         row.insert("targets".to_owned(), self.targets.to_value());
+        row
+    }
+}
+
+impl Ipfix {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.cache_active_timeout) {
+            row.insert("cache_active_timeout".to_owned(), self.cache_active_timeout.to_value());
+        }
+        if !is_default(&self.cache_max_flows) {
+            row.insert("cache_max_flows".to_owned(), self.cache_max_flows.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.obs_domain_id) {
+            row.insert("obs_domain_id".to_owned(), self.obs_domain_id.to_value());
+        }
+        if !is_default(&self.obs_point_id) {
+            row.insert("obs_point_id".to_owned(), self.obs_point_id.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.sampling) {
+            row.insert("sampling".to_owned(), self.sampling.to_value());
+        }
+        if !is_default(&self.targets) {
+            row.insert("targets".to_owned(), self.targets.to_value());
+        }
         row
     }
 }
@@ -909,6 +1194,120 @@ impl Model for Interface {
     }
 }
 
+impl Interface {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.admin_state) {
+            row.insert("admin_state".to_owned(), self.admin_state.to_value());
+        }
+        if !is_default(&self.bfd) {
+            row.insert("bfd".to_owned(), self.bfd.to_value());
+        }
+        if !is_default(&self.bfd_status) {
+            row.insert("bfd_status".to_owned(), self.bfd_status.to_value());
+        }
+        if !is_default(&self.cfm_fault) {
+            row.insert("cfm_fault".to_owned(), self.cfm_fault.to_value());
+        }
+        if !is_default(&self.cfm_fault_status) {
+            row.insert("cfm_fault_status".to_owned(), self.cfm_fault_status.to_value());
+        }
+        if !is_default(&self.cfm_flap_count) {
+            row.insert("cfm_flap_count".to_owned(), self.cfm_flap_count.to_value());
+        }
+        if !is_default(&self.cfm_health) {
+            row.insert("cfm_health".to_owned(), self.cfm_health.to_value());
+        }
+        if !is_default(&self.cfm_mpid) {
+            row.insert("cfm_mpid".to_owned(), self.cfm_mpid.to_value());
+        }
+        if !is_default(&self.cfm_remote_mpids) {
+            row.insert("cfm_remote_mpids".to_owned(), self.cfm_remote_mpids.to_value());
+        }
+        if !is_default(&self.cfm_remote_opstate) {
+            row.insert("cfm_remote_opstate".to_owned(), self.cfm_remote_opstate.to_value());
+        }
+        if !is_default(&self.duplex) {
+            row.insert("duplex".to_owned(), self.duplex.to_value());
+        }
+        if !is_default(&self.error) {
+            row.insert("error".to_owned(), self.error.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.ifindex) {
+            row.insert("ifindex".to_owned(), self.ifindex.to_value());
+        }
+        if !is_default(&self.ingress_policing_burst) {
+            row.insert("ingress_policing_burst".to_owned(), self.ingress_policing_burst.to_value());
+        }
+        if !is_default(&self.ingress_policing_kpkts_burst) {
+            row.insert("ingress_policing_kpkts_burst".to_owned(), self.ingress_policing_kpkts_burst.to_value());
+        }
+        if !is_default(&self.ingress_policing_kpkts_rate) {
+            row.insert("ingress_policing_kpkts_rate".to_owned(), self.ingress_policing_kpkts_rate.to_value());
+        }
+        if !is_default(&self.ingress_policing_rate) {
+            row.insert("ingress_policing_rate".to_owned(), self.ingress_policing_rate.to_value());
+        }
+        if !is_default(&self.lacp_current) {
+            row.insert("lacp_current".to_owned(), self.lacp_current.to_value());
+        }
+        if !is_default(&self.link_resets) {
+            row.insert("link_resets".to_owned(), self.link_resets.to_value());
+        }
+        if !is_default(&self.link_speed) {
+            row.insert("link_speed".to_owned(), self.link_speed.to_value());
+        }
+        if !is_default(&self.link_state) {
+            row.insert("link_state".to_owned(), self.link_state.to_value());
+        }
+        if !is_default(&self.lldp) {
+            row.insert("lldp".to_owned(), self.lldp.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.mac_in_use) {
+            row.insert("mac_in_use".to_owned(), self.mac_in_use.to_value());
+        }
+        if !is_default(&self.mtu) {
+            row.insert("mtu".to_owned(), self.mtu.to_value());
+        }
+        if !is_default(&self.mtu_request) {
+            row.insert("mtu_request".to_owned(), self.mtu_request.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.ofport) {
+            row.insert("ofport".to_owned(), self.ofport.to_value());
+        }
+        if !is_default(&self.ofport_request) {
+            row.insert("ofport_request".to_owned(), self.ofport_request.to_value());
+        }
+        if !is_default(&self.options) {
+            row.insert("options".to_owned(), self.options.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.statistics) {
+            row.insert("statistics".to_owned(), self.statistics.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Manager` (unique (target)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Manager {
@@ -977,6 +1376,39 @@ impl Model for Manager {
         row.insert("other_config".to_owned(), self.other_config.to_value());
         row.insert("status".to_owned(), self.status.to_value());
         row.insert("target".to_owned(), self.target.to_value());
+        row
+    }
+}
+
+impl Manager {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.connection_mode) {
+            row.insert("connection_mode".to_owned(), self.connection_mode.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.inactivity_probe) {
+            row.insert("inactivity_probe".to_owned(), self.inactivity_probe.to_value());
+        }
+        if !is_default(&self.is_connected) {
+            row.insert("is_connected".to_owned(), self.is_connected.to_value());
+        }
+        if !is_default(&self.max_backoff) {
+            row.insert("max_backoff".to_owned(), self.max_backoff.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.target) {
+            row.insert("target".to_owned(), self.target.to_value());
+        }
         row
     }
 }
@@ -1063,6 +1495,45 @@ impl Model for Mirror {
     }
 }
 
+impl Mirror {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.output_port) {
+            row.insert("output_port".to_owned(), self.output_port.to_value());
+        }
+        if !is_default(&self.output_vlan) {
+            row.insert("output_vlan".to_owned(), self.output_vlan.to_value());
+        }
+        if !is_default(&self.select_all) {
+            row.insert("select_all".to_owned(), self.select_all.to_value());
+        }
+        if !is_default(&self.select_dst_port) {
+            row.insert("select_dst_port".to_owned(), self.select_dst_port.to_value());
+        }
+        if !is_default(&self.select_src_port) {
+            row.insert("select_src_port".to_owned(), self.select_src_port.to_value());
+        }
+        if !is_default(&self.select_vlan) {
+            row.insert("select_vlan".to_owned(), self.select_vlan.to_value());
+        }
+        if !is_default(&self.snaplen) {
+            row.insert("snaplen".to_owned(), self.snaplen.to_value());
+        }
+        if !is_default(&self.statistics) {
+            row.insert("statistics".to_owned(), self.statistics.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `NetFlow`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetFlow {
@@ -1120,6 +1591,31 @@ impl Model for NetFlow {
         row.insert("engine_id".to_owned(), self.engine_id.to_value());
         row.insert("engine_type".to_owned(), self.engine_type.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        row.insert("targets".to_owned(), self.targets.to_value());
+        row
+    }
+}
+
+impl NetFlow {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.active_timeout) {
+            row.insert("active_timeout".to_owned(), self.active_timeout.to_value());
+        }
+        if !is_default(&self.add_id_to_interface) {
+            row.insert("add_id_to_interface".to_owned(), self.add_id_to_interface.to_value());
+        }
+        if !is_default(&self.engine_id) {
+            row.insert("engine_id".to_owned(), self.engine_id.to_value());
+        }
+        if !is_default(&self.engine_type) {
+            row.insert("engine_type".to_owned(), self.engine_type.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
         row.insert("targets".to_owned(), self.targets.to_value());
         row
     }
@@ -1238,6 +1734,66 @@ impl Model for OpenVSwitch {
         row.insert("statistics".to_owned(), self.statistics.to_value());
         row.insert("system_type".to_owned(), self.system_type.to_value());
         row.insert("system_version".to_owned(), self.system_version.to_value());
+        row
+    }
+}
+
+impl OpenVSwitch {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bridges) {
+            row.insert("bridges".to_owned(), self.bridges.to_value());
+        }
+        if !is_default(&self.cur_cfg) {
+            row.insert("cur_cfg".to_owned(), self.cur_cfg.to_value());
+        }
+        if !is_default(&self.datapath_types) {
+            row.insert("datapath_types".to_owned(), self.datapath_types.to_value());
+        }
+        if !is_default(&self.datapaths) {
+            row.insert("datapaths".to_owned(), self.datapaths.to_value());
+        }
+        if !is_default(&self.db_version) {
+            row.insert("db_version".to_owned(), self.db_version.to_value());
+        }
+        if !is_default(&self.dpdk_initialized) {
+            row.insert("dpdk_initialized".to_owned(), self.dpdk_initialized.to_value());
+        }
+        if !is_default(&self.dpdk_version) {
+            row.insert("dpdk_version".to_owned(), self.dpdk_version.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.iface_types) {
+            row.insert("iface_types".to_owned(), self.iface_types.to_value());
+        }
+        if !is_default(&self.manager_options) {
+            row.insert("manager_options".to_owned(), self.manager_options.to_value());
+        }
+        if !is_default(&self.next_cfg) {
+            row.insert("next_cfg".to_owned(), self.next_cfg.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.ovs_version) {
+            row.insert("ovs_version".to_owned(), self.ovs_version.to_value());
+        }
+        if !is_default(&self.ssl) {
+            row.insert("ssl".to_owned(), self.ssl.to_value());
+        }
+        if !is_default(&self.statistics) {
+            row.insert("statistics".to_owned(), self.statistics.to_value());
+        }
+        if !is_default(&self.system_type) {
+            row.insert("system_type".to_owned(), self.system_type.to_value());
+        }
+        if !is_default(&self.system_version) {
+            row.insert("system_version".to_owned(), self.system_version.to_value());
+        }
         row
     }
 }
@@ -1384,6 +1940,79 @@ impl Model for Port {
     }
 }
 
+impl Port {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bond_active_slave) {
+            row.insert("bond_active_slave".to_owned(), self.bond_active_slave.to_value());
+        }
+        if !is_default(&self.bond_downdelay) {
+            row.insert("bond_downdelay".to_owned(), self.bond_downdelay.to_value());
+        }
+        if !is_default(&self.bond_fake_iface) {
+            row.insert("bond_fake_iface".to_owned(), self.bond_fake_iface.to_value());
+        }
+        if !is_default(&self.bond_mode) {
+            row.insert("bond_mode".to_owned(), self.bond_mode.to_value());
+        }
+        if !is_default(&self.bond_updelay) {
+            row.insert("bond_updelay".to_owned(), self.bond_updelay.to_value());
+        }
+        if !is_default(&self.cvlans) {
+            row.insert("cvlans".to_owned(), self.cvlans.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.fake_bridge) {
+            row.insert("fake_bridge".to_owned(), self.fake_bridge.to_value());
+        }
+        row.insert("interfaces".to_owned(), self.interfaces.to_value());
+        if !is_default(&self.lacp) {
+            row.insert("lacp".to_owned(), self.lacp.to_value());
+        }
+        if !is_default(&self.mac) {
+            row.insert("mac".to_owned(), self.mac.to_value());
+        }
+        if !is_default(&self.name) {
+            row.insert("name".to_owned(), self.name.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.protected) {
+            row.insert("protected".to_owned(), self.protected.to_value());
+        }
+        if !is_default(&self.qos) {
+            row.insert("qos".to_owned(), self.qos.to_value());
+        }
+        if !is_default(&self.rstp_statistics) {
+            row.insert("rstp_statistics".to_owned(), self.rstp_statistics.to_value());
+        }
+        if !is_default(&self.rstp_status) {
+            row.insert("rstp_status".to_owned(), self.rstp_status.to_value());
+        }
+        if !is_default(&self.statistics) {
+            row.insert("statistics".to_owned(), self.statistics.to_value());
+        }
+        if !is_default(&self.status) {
+            row.insert("status".to_owned(), self.status.to_value());
+        }
+        if !is_default(&self.tag) {
+            row.insert("tag".to_owned(), self.tag.to_value());
+        }
+        if !is_default(&self.trunks) {
+            row.insert("trunks".to_owned(), self.trunks.to_value());
+        }
+        if !is_default(&self.vlan_mode) {
+            row.insert("vlan_mode".to_owned(), self.vlan_mode.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `QoS` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QoS {
@@ -1436,6 +2065,27 @@ impl Model for QoS {
     }
 }
 
+impl QoS {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
+        if !is_default(&self.queues) {
+            row.insert("queues".to_owned(), self.queues.to_value());
+        }
+        if !is_default(&self.type_) {
+            row.insert("type".to_owned(), self.type_.to_value());
+        }
+        row
+    }
+}
+
 /// A row of `Queue` (root table).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Queue {
@@ -1479,6 +2129,24 @@ impl Model for Queue {
         row.insert("dscp".to_owned(), self.dscp.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("other_config".to_owned(), self.other_config.to_value());
+        row
+    }
+}
+
+impl Queue {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.dscp) {
+            row.insert("dscp".to_owned(), self.dscp.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.other_config) {
+            row.insert("other_config".to_owned(), self.other_config.to_value());
+        }
         row
     }
 }
@@ -1536,6 +2204,30 @@ impl Model for Ssl {
         row.insert("certificate".to_owned(), self.certificate.to_value());
         row.insert("external_ids".to_owned(), self.external_ids.to_value());
         row.insert("private_key".to_owned(), self.private_key.to_value());
+        row
+    }
+}
+
+impl Ssl {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.bootstrap_ca_cert) {
+            row.insert("bootstrap_ca_cert".to_owned(), self.bootstrap_ca_cert.to_value());
+        }
+        if !is_default(&self.ca_cert) {
+            row.insert("ca_cert".to_owned(), self.ca_cert.to_value());
+        }
+        if !is_default(&self.certificate) {
+            row.insert("certificate".to_owned(), self.certificate.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.private_key) {
+            row.insert("private_key".to_owned(), self.private_key.to_value());
+        }
         row
     }
 }
@@ -1600,6 +2292,35 @@ impl Model for SFlow {
         row.insert("targets".to_owned(), self.targets.to_value());
         row
     }
+}
+
+impl SFlow {
+    /// The columns that differ from their default, plus `extra`: what an insert needs
+    /// to send (the server fills in the defaults).
+    pub fn to_insert_row(&self) -> Row {
+        let mut row = self.extra.clone();
+        if !is_default(&self.agent) {
+            row.insert("agent".to_owned(), self.agent.to_value());
+        }
+        if !is_default(&self.external_ids) {
+            row.insert("external_ids".to_owned(), self.external_ids.to_value());
+        }
+        if !is_default(&self.header) {
+            row.insert("header".to_owned(), self.header.to_value());
+        }
+        if !is_default(&self.polling) {
+            row.insert("polling".to_owned(), self.polling.to_value());
+        }
+        if !is_default(&self.sampling) {
+            row.insert("sampling".to_owned(), self.sampling.to_value());
+        }
+        row.insert("targets".to_owned(), self.targets.to_value());
+        row
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Values of `Bridge.fail_mode`; `Other` keeps a value this schema version does not list

@@ -217,3 +217,30 @@ fn installed_schemas_satisfy_the_models() {
         check(&s).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
+
+#[test]
+fn insert_rows_carry_only_non_default_columns() {
+    let lsp = nb::LogicalSwitchPort {
+        name: "ns_pod".into(),
+        addresses: ["0a:58:0a:f4:00:05 10.244.0.5".to_string()].into(),
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let row = lsp.to_insert_row();
+    let cols: Vec<&str> = row.keys().map(String::as_str).collect();
+    // `enabled = false` is not the default (the empty set), so it is sent.
+    assert_eq!(cols, ["addresses", "enabled", "name"]);
+    assert_eq!(
+        nb::LogicalSwitchPort::from_row(lsp.uuid, &row).expect("lsp"),
+        lsp
+    );
+
+    // `networks` must hold at least one element, so it is always sent.
+    let lrp = nb::LogicalRouterPort::default();
+    let cols: Vec<String> = lrp.to_insert_row().into_keys().collect();
+    assert_eq!(cols, ["networks"]);
+
+    let mut acl = nb::Acl::default();
+    acl.extra.insert("tier".into(), Value::from(1i64));
+    assert_eq!(acl.to_insert_row().len(), 1, "extra columns are sent too");
+}

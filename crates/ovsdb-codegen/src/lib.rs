@@ -372,9 +372,39 @@ pub fn generate(schema: &DatabaseSchema, source: &str) -> String {
                 f.field
             );
         }
+        out.push_str("        row\n    }\n}\n\n");
+
+        let _ = writeln!(out, "impl {sname} {{");
+        out.push_str(
+            "    /// The columns that differ from their default, plus `extra`: what an insert needs\n    \
+             /// to send (the server fills in the defaults).\n    \
+             pub fn to_insert_row(&self) -> Row {\n        let mut row = self.extra.clone();\n",
+        );
+        for (f, col) in fields.iter().zip(table.columns.values()) {
+            // A set of at least one element has no empty default: always send it.
+            if col.ty.min >= 1 && !col.ty.is_scalar() {
+                let _ = writeln!(
+                    out,
+                    "        row.insert({}.to_owned(), self.{}.to_value());",
+                    rust_str(&f.column),
+                    f.field
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "        if !is_default(&self.{}) {{\n            row.insert({}.to_owned(), self.{}.to_value());\n        }}",
+                    f.field,
+                    rust_str(&f.column),
+                    f.field
+                );
+            }
+        }
         out.push_str("        row\n    }\n}\n");
     }
 
+    out.push_str(
+        "\nfn is_default<T: Default + PartialEq>(v: &T) -> bool {\n    *v == T::default()\n}\n",
+    );
     for e in &enums {
         out.push('\n');
         write_enum(&mut out, e);
