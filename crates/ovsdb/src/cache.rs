@@ -4,7 +4,7 @@
 //! All mutation happens under a short `std` lock that is never held across an `.await`.
 //! Subscribers get every event on their own unbounded channel (no lag, no loss).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::mpsc;
@@ -62,7 +62,7 @@ pub enum IndexSpec {
 }
 
 impl IndexSpec {
-    fn key_of(&self, row: &Row) -> Option<Value> {
+    fn key_of(&self, row: &CompactRow) -> Option<Value> {
         match self {
             IndexSpec::Column(c) => row.get(c).cloned(),
             IndexSpec::MapKey { column, key } => row
@@ -82,21 +82,70 @@ pub enum CacheError {
     UnknownRow { table: String, uuid: Uuid },
 }
 
+/// A cached row, stored compactly: columns sorted by (interned) name, in one exact-size
+/// allocation. [`Row`]s are built from it on demand (reads, events), which keeps the cache
+/// close to the size of the rows' JSON.
+#[derive(Debug, Clone, PartialEq)]
+struct CompactRow(Box<[(Arc<str>, Value)]>);
+
+impl CompactRow {
+    fn get(&self, col: &str) -> Option<&Value> {
+        self.0
+            .binary_search_by(|(c, _)| (**c).cmp(col))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+    fn to_row(&self) -> Row {
+        self.0
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.clone()))
+            .collect()
+    }
+    fn from_row(row: Row, names: &mut HashSet<Arc<str>>) -> CompactRow {
+        // Row iterates in key order, so the result is sorted.
+        let v: Vec<(Arc<str>, Value)> = row
+            .into_iter()
+            .map(|(c, mut v)| {
+                let name = match names.get(c.as_str()) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n: Arc<str> = Arc::from(c.as_str());
+                        names.insert(n.clone());
+                        n
+                    }
+                };
+                shrink(&mut v);
+                (name, v)
+            })
+            .collect();
+        CompactRow(v.into_boxed_slice())
+    }
+}
+
+/// Decoded vectors grow by doubling; cached values keep exactly what they hold.
+fn shrink(v: &mut Value) {
+    match v {
+        Value::Set(s) => s.shrink_to_fit(),
+        Value::Map(m) => m.shrink_to_fit(),
+        Value::Atom(_) => {}
+    }
+}
+
 #[derive(Default)]
 struct TableCache {
-    rows: HashMap<Uuid, Arc<Row>>,
+    rows: HashMap<Uuid, CompactRow>,
     indexes: Vec<(IndexSpec, HashMap<Value, BTreeSet<Uuid>>)>,
 }
 
 impl TableCache {
-    fn index_add(&mut self, uuid: Uuid, row: &Row) {
+    fn index_add(&mut self, uuid: Uuid, row: &CompactRow) {
         for (spec, ix) in &mut self.indexes {
             if let Some(k) = spec.key_of(row) {
                 ix.entry(k).or_default().insert(uuid);
             }
         }
     }
-    fn index_remove(&mut self, uuid: Uuid, row: &Row) {
+    fn index_remove(&mut self, uuid: Uuid, row: &CompactRow) {
         for (spec, ix) in &mut self.indexes {
             if let Some(k) = spec.key_of(row) {
                 if let Some(set) = ix.get_mut(&k) {
@@ -108,15 +157,16 @@ impl TableCache {
             }
         }
     }
-    fn put(&mut self, uuid: Uuid, row: Arc<Row>) -> Option<Arc<Row>> {
-        let old = self.rows.insert(uuid, row.clone());
+    fn put(&mut self, uuid: Uuid, row: CompactRow) -> Option<CompactRow> {
+        let old = self.rows.remove(&uuid);
         if let Some(o) = &old {
             self.index_remove(uuid, o);
         }
         self.index_add(uuid, &row);
+        self.rows.insert(uuid, row);
         old
     }
-    fn remove(&mut self, uuid: Uuid) -> Option<Arc<Row>> {
+    fn remove(&mut self, uuid: Uuid) -> Option<CompactRow> {
         let old = self.rows.remove(&uuid);
         if let Some(o) = &old {
             self.index_remove(uuid, o);
@@ -130,6 +180,7 @@ struct State {
     schema: Option<Arc<DatabaseSchema>>,
     tables: HashMap<String, TableCache>,
     table_names: HashMap<String, Arc<str>>,
+    column_names: HashSet<Arc<str>>,
     specs: Vec<(String, IndexSpec)>,
 }
 
@@ -233,8 +284,8 @@ impl Cache {
     }
 
     /// Applies updates; `tables` lists the monitored tables (needed for snapshots, where a
-    /// table absent from the reply is empty). Returns the number of events emitted and the
-    /// problems found (the rest is applied regardless).
+    /// table absent from the reply is empty). Returns the number of rows changed (= events
+    /// emitted to subscribers) and the problems found (the rest is applied regardless).
     pub fn apply(
         &self,
         updates: Updates,
@@ -242,136 +293,158 @@ impl Cache {
         tables: &[String],
     ) -> (usize, Vec<CacheError>) {
         let mut errors = Vec::new();
-        let mut events = Vec::new();
-        {
-            let mut st = self.write();
-            let st = &mut *st;
-            let schema = st.schema.clone();
-            let mut seen: HashMap<String, HashMap<Uuid, Row>> = HashMap::new();
-            match updates {
-                Updates::V1(t) => {
-                    for (table, rows) in t {
-                        let Some(ts) = schema_table(&schema, &table, &mut errors) else {
-                            continue;
-                        };
-                        for (uuid, RowUpdate1 { old, new }) in rows {
-                            match (new, mode) {
-                                (Some(new), ApplyMode::Snapshot) => {
-                                    seen.entry(table.clone())
-                                        .or_default()
-                                        .insert(uuid, normalize_row(ts, new));
-                                }
-                                (Some(new), ApplyMode::Delta) => {
-                                    let name = table_name(&mut st.table_names, &table);
-                                    put_row(st, &name, uuid, normalize_row(ts, new), &mut events);
-                                }
-                                (None, ApplyMode::Delta) if old.is_some() => {
-                                    del_row(st, &table, uuid, &mut events);
-                                }
-                                _ => {}
+        let mut ch = Changes {
+            events: Vec::new(),
+            count: 0,
+            want: {
+                let mut subs = self.subs();
+                subs.retain(|s| !s.is_closed());
+                !subs.is_empty()
+            },
+        };
+        let mut st = self.write();
+        let st = &mut *st;
+        let schema = st.schema.clone();
+        let mut seen: HashMap<String, HashMap<Uuid, Row>> = HashMap::new();
+        match updates {
+            Updates::V1(t) => {
+                for (table, rows) in t {
+                    let Some(ts) = schema_table(&schema, &table, &mut errors) else {
+                        continue;
+                    };
+                    let name = table_name(&mut st.table_names, &table);
+                    for (uuid, RowUpdate1 { old, new }) in rows {
+                        match (new, mode) {
+                            (Some(new), ApplyMode::Snapshot) => {
+                                seen.entry(table.clone())
+                                    .or_default()
+                                    .insert(uuid, normalize_row(ts, new));
                             }
-                        }
-                    }
-                }
-                Updates::V2(t) => {
-                    for (table, rows) in t {
-                        let Some(ts) = schema_table(&schema, &table, &mut errors) else {
-                            continue;
-                        };
-                        for (uuid, u) in rows {
-                            match (u, mode) {
-                                (
-                                    RowUpdate2::Initial(r) | RowUpdate2::Insert(r),
-                                    ApplyMode::Snapshot,
-                                ) => {
-                                    seen.entry(table.clone())
-                                        .or_default()
-                                        .insert(uuid, normalize_row(ts, r));
-                                }
-                                (
-                                    RowUpdate2::Initial(r) | RowUpdate2::Insert(r),
-                                    ApplyMode::Delta,
-                                ) => {
-                                    let name = table_name(&mut st.table_names, &table);
-                                    put_row(st, &name, uuid, normalize_row(ts, r), &mut events);
-                                }
-                                (RowUpdate2::Modify(diff), ApplyMode::Delta) => {
-                                    let old = st
-                                        .tables
-                                        .get(&table)
-                                        .and_then(|t| t.rows.get(&uuid))
-                                        .cloned();
-                                    let Some(old) = old else {
-                                        errors.push(CacheError::UnknownRow {
-                                            table: table.clone(),
-                                            uuid,
-                                        });
-                                        continue;
-                                    };
-                                    let new = modify_row(ts, &old, diff);
-                                    let name = table_name(&mut st.table_names, &table);
-                                    put_row(st, &name, uuid, new, &mut events);
-                                }
-                                (RowUpdate2::Delete(_), ApplyMode::Delta) => {
-                                    del_row(st, &table, uuid, &mut events);
-                                }
-                                _ => {}
+                            (Some(new), ApplyMode::Delta) => {
+                                put_row(st, &name, uuid, normalize_row(ts, new), &mut ch);
                             }
+                            (None, ApplyMode::Delta) if old.is_some() => {
+                                del_row(st, &name, uuid, &mut ch);
+                            }
+                            _ => {}
                         }
                     }
                 }
             }
-            if mode == ApplyMode::Snapshot {
-                for table in tables {
-                    let mut new_rows = seen.remove(table).unwrap_or_default();
-                    let name = table_name(&mut st.table_names, table);
-                    let gone: Vec<Uuid> = st
-                        .tables
-                        .get(table)
-                        .map(|t| {
-                            t.rows
-                                .keys()
-                                .filter(|u| !new_rows.contains_key(u))
-                                .copied()
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for u in gone {
-                        del_row(st, table, u, &mut events);
-                    }
-                    for (u, r) in new_rows.drain() {
-                        put_row(st, &name, u, r, &mut events);
+            Updates::V2(t) => {
+                for (table, rows) in t {
+                    let Some(ts) = schema_table(&schema, &table, &mut errors) else {
+                        continue;
+                    };
+                    let name = table_name(&mut st.table_names, &table);
+                    for (uuid, u) in rows {
+                        match (u, mode) {
+                            (
+                                RowUpdate2::Initial(r) | RowUpdate2::Insert(r),
+                                ApplyMode::Snapshot,
+                            ) => {
+                                seen.entry(table.clone())
+                                    .or_default()
+                                    .insert(uuid, normalize_row(ts, r));
+                            }
+                            (RowUpdate2::Initial(r) | RowUpdate2::Insert(r), ApplyMode::Delta) => {
+                                put_row(st, &name, uuid, normalize_row(ts, r), &mut ch);
+                            }
+                            (RowUpdate2::Modify(diff), ApplyMode::Delta) => {
+                                let old = st
+                                    .tables
+                                    .get(&table)
+                                    .and_then(|t| t.rows.get(&uuid))
+                                    .map(CompactRow::to_row);
+                                let Some(old) = old else {
+                                    errors.push(CacheError::UnknownRow {
+                                        table: table.clone(),
+                                        uuid,
+                                    });
+                                    continue;
+                                };
+                                let new = modify_row(ts, old, diff);
+                                put_row(st, &name, uuid, new, &mut ch);
+                            }
+                            (RowUpdate2::Delete(_), ApplyMode::Delta) => {
+                                del_row(st, &name, uuid, &mut ch);
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
-            // Send while still holding the write lock so event order matches cache order.
-            let n = events.len();
-            self.emit(std::mem::take(&mut events));
-            (n, errors)
         }
+        if mode == ApplyMode::Snapshot {
+            for table in tables {
+                let mut new_rows = seen.remove(table).unwrap_or_default();
+                let name = table_name(&mut st.table_names, table);
+                let gone: Vec<Uuid> = st
+                    .tables
+                    .get(table)
+                    .map(|t| {
+                        t.rows
+                            .keys()
+                            .filter(|u| !new_rows.contains_key(u))
+                            .copied()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for u in gone {
+                    del_row(st, &name, u, &mut ch);
+                }
+                for (u, r) in new_rows.drain() {
+                    put_row(st, &name, u, r, &mut ch);
+                }
+            }
+        }
+        // Sent while still holding the write lock, so event order matches cache order.
+        self.emit(std::mem::take(&mut ch.events));
+        (ch.count, errors)
     }
 
     /// Drops every row (emitting deletes).
     pub fn clear(&self) {
-        let mut events = Vec::new();
+        let mut ch = Changes {
+            events: Vec::new(),
+            count: 0,
+            want: !self.subs().is_empty(),
+        };
         let mut st = self.write();
         let tables: Vec<String> = st.tables.keys().cloned().collect();
         for t in tables {
+            let name = table_name(&mut st.table_names, &t);
             let uuids: Vec<Uuid> = st
                 .tables
                 .get(&t)
                 .map(|x| x.rows.keys().copied().collect())
                 .unwrap_or_default();
             for u in uuids {
-                del_row(&mut st, &t, u, &mut events);
+                del_row(&mut st, &name, u, &mut ch);
             }
         }
-        self.emit(events);
+        self.emit(ch.events);
     }
 
     /// One row by table and uuid.
     pub fn row(&self, table: &str, uuid: Uuid) -> Option<Arc<Row>> {
-        self.read().tables.get(table)?.rows.get(&uuid).cloned()
+        self.read()
+            .tables
+            .get(table)?
+            .rows
+            .get(&uuid)
+            .map(|r| Arc::new(r.to_row()))
+    }
+
+    /// One column of one row, without building the whole row.
+    pub fn column(&self, table: &str, uuid: Uuid, column: &str) -> Option<Value> {
+        self.read()
+            .tables
+            .get(table)?
+            .rows
+            .get(&uuid)?
+            .get(column)
+            .cloned()
     }
 
     /// All rows of a table.
@@ -379,7 +452,21 @@ impl Cache {
         self.read()
             .tables
             .get(table)
-            .map(|t| t.rows.iter().map(|(u, r)| (*u, r.clone())).collect())
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .map(|(u, r)| (*u, Arc::new(r.to_row())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The uuids of a table's rows.
+    pub fn uuids(&self, table: &str) -> Vec<Uuid> {
+        self.read()
+            .tables
+            .get(table)
+            .map(|t| t.rows.keys().copied().collect())
             .unwrap_or_default()
     }
 
@@ -404,7 +491,7 @@ impl Cache {
                 .get(key)
                 .map(|set| {
                     set.iter()
-                        .filter_map(|u| t.rows.get(u).map(|r| (*u, r.clone())))
+                        .filter_map(|u| t.rows.get(u).map(|r| (*u, Arc::new(r.to_row()))))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -412,7 +499,7 @@ impl Cache {
         t.rows
             .iter()
             .filter(|(_, r)| spec.key_of(r).as_ref() == Some(key))
-            .map(|(u, r)| (*u, r.clone()))
+            .map(|(u, r)| (*u, Arc::new(r.to_row())))
             .collect()
     }
 
@@ -422,13 +509,17 @@ impl Cache {
         let Some(t) = st.tables.get(M::TABLE) else {
             return Ok(Vec::new());
         };
-        t.rows.iter().map(|(u, r)| M::from_row(*u, r)).collect()
+        t.rows
+            .iter()
+            .map(|(u, r)| M::from_row(*u, &r.to_row()))
+            .collect()
     }
 
     /// Typed: one row by uuid.
     pub fn get<M: Model>(&self, uuid: Uuid) -> Result<Option<M>, ModelError> {
-        match self.row(M::TABLE, uuid) {
-            Some(r) => M::from_row(uuid, &r).map(Some),
+        let st = self.read();
+        match st.tables.get(M::TABLE).and_then(|t| t.rows.get(&uuid)) {
+            Some(r) => M::from_row(uuid, &r.to_row()).map(Some),
             None => Ok(None),
         }
     }
@@ -466,6 +557,13 @@ impl Cache {
     }
 }
 
+/// What one `apply` changed: a count, and the events when someone listens.
+struct Changes {
+    events: Vec<Event>,
+    count: usize,
+    want: bool,
+}
+
 fn schema_table<'a>(
     schema: &'a Option<Arc<DatabaseSchema>>,
     table: &str,
@@ -484,14 +582,15 @@ fn schema_table<'a>(
 }
 
 fn table_name(names: &mut HashMap<String, Arc<str>>, table: &str) -> Arc<str> {
-    names
-        .entry(table.to_owned())
-        .or_insert_with(|| Arc::from(table))
-        .clone()
+    if let Some(n) = names.get(table) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(table);
+    names.insert(table.to_owned(), n.clone());
+    n
 }
 
-fn modify_row(ts: Option<&TableSchema>, old: &Row, diff: Row) -> Row {
-    let mut new = old.clone();
+fn modify_row(ts: Option<&TableSchema>, mut new: Row, diff: Row) -> Row {
     for (col, d) in diff {
         // ovsdb-server includes `_version` in modifications; like at insert, it is not kept.
         if col == "_version" || col == "_uuid" {
@@ -520,34 +619,41 @@ fn modify_row(ts: Option<&TableSchema>, old: &Row, diff: Row) -> Row {
     new
 }
 
-fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, row: Row, events: &mut Vec<Event>) {
-    let specs: Vec<IndexSpec> = st
-        .specs
-        .iter()
-        .filter(|(t, _)| **t == **table)
-        .map(|(_, s)| s.clone())
-        .collect();
-    let tc = st
-        .tables
-        .entry(table.to_string())
-        .or_insert_with(|| TableCache {
-            rows: HashMap::new(),
-            indexes: specs.into_iter().map(|s| (s, HashMap::new())).collect(),
-        });
-    if let Some(old) = tc.rows.get(&uuid) {
-        if **old == row {
-            return;
-        }
+fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, row: Row, ch: &mut Changes) {
+    let compact = CompactRow::from_row(row, &mut st.column_names);
+    if !st.tables.contains_key(&**table) {
+        let indexes = st
+            .specs
+            .iter()
+            .filter(|(t, _)| **t == **table)
+            .map(|(_, s)| (s.clone(), HashMap::new()))
+            .collect();
+        st.tables.insert(
+            table.to_string(),
+            TableCache {
+                rows: HashMap::new(),
+                indexes,
+            },
+        );
     }
-    let new = Arc::new(row);
-    match tc.put(uuid, new.clone()) {
-        Some(old) => events.push(Event::Update {
+    let Some(tc) = st.tables.get_mut(&**table) else {
+        return;
+    };
+    if tc.rows.get(&uuid) == Some(&compact) {
+        return;
+    }
+    let new = ch.want.then(|| Arc::new(compact.to_row()));
+    let old = tc.put(uuid, compact);
+    ch.count += 1;
+    let Some(new) = new else { return };
+    match old {
+        Some(old) => ch.events.push(Event::Update {
             table: table.clone(),
             uuid,
-            old,
+            old: Arc::new(old.to_row()),
             new,
         }),
-        None => events.push(Event::Insert {
+        None => ch.events.push(Event::Insert {
             table: table.clone(),
             uuid,
             new,
@@ -555,15 +661,17 @@ fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, row: Row, events: &mut 
     }
 }
 
-fn del_row(st: &mut State, table: &str, uuid: Uuid, events: &mut Vec<Event>) {
-    let name = table_name(&mut st.table_names, table);
-    if let Some(tc) = st.tables.get_mut(table) {
+fn del_row(st: &mut State, table: &Arc<str>, uuid: Uuid, ch: &mut Changes) {
+    if let Some(tc) = st.tables.get_mut(&**table) {
         if let Some(old) = tc.remove(uuid) {
-            events.push(Event::Delete {
-                table: name,
-                uuid,
-                old,
-            });
+            ch.count += 1;
+            if ch.want {
+                ch.events.push(Event::Delete {
+                    table: table.clone(),
+                    uuid,
+                    old: Arc::new(old.to_row()),
+                });
+            }
         }
     }
 }

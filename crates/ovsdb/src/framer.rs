@@ -144,12 +144,24 @@ impl Framer {
                         if end - start > self.max {
                             return Err(FrameError::TooLarge { max: self.max });
                         }
+                        if start == 0 && end == self.buf.len() {
+                            // The buffer is exactly one message (typical for big replies):
+                            // hand it over instead of copying it, and start a small one.
+                            let mut frame =
+                                std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024));
+                            frame.truncate(end);
+                            self.pos = 0;
+                            return Ok(Some(frame));
+                        }
                         let frame = self.buf[start..end].to_vec();
                         self.pos = end;
-                        // Drop consumed bytes once they dominate the buffer.
                         if self.pos == self.buf.len() {
                             self.buf.clear();
                             self.pos = 0;
+                            // Do not keep a huge buffer around after a huge message.
+                            if self.buf.capacity() > 4 << 20 {
+                                self.buf = Vec::with_capacity(64 * 1024);
+                            }
                         }
                         return Ok(Some(frame));
                     }

@@ -43,7 +43,9 @@ impl RpcError {
 pub struct RpcConfig {
     /// Largest accepted message (bytes).
     pub max_message: usize,
-    /// Send an `echo` after this much silence, and drop the connection after twice this.
+    /// Send an `echo` after this much silence, and drop the connection after as much again
+    /// without any reply (up to 6 intervals more while our own requests are outstanding,
+    /// since a server computing a big reply is silent too).
     /// `None` disables the probe.
     pub probe_interval: Option<Duration>,
 }
@@ -316,8 +318,11 @@ async fn reader<R: AsyncRead>(
 ) {
     tokio::pin!(rd);
     const CHUNK: usize = 256 * 1024;
+    /// Probe intervals of silence tolerated after our echo while requests are pending.
+    const BUSY_GRACE_ROUNDS: u32 = 6;
     let mut framer = Framer::new(cfg.max_message);
     let mut probe_sent = false;
+    let mut silent_rounds = 0u32;
     let why = loop {
         let buf = framer.read_buf(CHUNK);
         let read = async {
@@ -337,8 +342,16 @@ async fn reader<R: AsyncRead>(
             None => {
                 framer.commit(0, CHUNK);
                 if probe_sent {
-                    break "inactivity probe: no reply from server".to_owned();
+                    // A server busy computing a big reply (e.g. a monitor of a large db)
+                    // is silent too: with requests outstanding, allow it longer.
+                    silent_rounds += 1;
+                    let busy = !lock_pending(&shared).map.is_empty();
+                    if !busy || silent_rounds >= BUSY_GRACE_ROUNDS {
+                        break "inactivity probe: no reply from server".to_owned();
+                    }
+                    continue;
                 }
+                silent_rounds = 0;
                 // Our own echo; its reply has no waiter and is simply dropped.
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let mut b = Vec::new();
@@ -389,6 +402,13 @@ async fn reader<R: AsyncRead>(
     if !why.is_empty() {
         tracing::debug!(reason = %why, "ovsdb connection closed");
         shared.close(&why);
+    }
+}
+
+fn lock_pending(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
+    match shared.pending.lock() {
+        Ok(p) => p,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
