@@ -204,8 +204,10 @@ async fn main() {
         .map(|(_, r)| serde_json::to_vec(&**r).map(|v| v.len()).unwrap_or(0))
         .sum();
     println!(
-        "cache heap {} KiB for rows of {} KiB JSON: ratio {:.2}",
+        "cache heap {} KiB; monitor reply {} KiB (ratio {:.2}); rows re-serialized {} KiB (ratio {:.2})",
         heap / 1024,
+        wire / 1024,
+        heap as f64 / wire as f64,
         json / 1024,
         heap as f64 / json as f64
     );
@@ -217,7 +219,6 @@ async fn main() {
     );
 }
 
-#[allow(dead_code)]
 async fn phases(remote: Remote) -> usize {
     if let Remote::Unix(p) = &remote {
         let p = p.clone();
