@@ -126,6 +126,8 @@ impl Error {
 #[derive(Clone)]
 struct Live {
     conn: Connection,
+    /// Seq of the last notification the session loop has applied to the cache.
+    applied: watch::Receiver<u64>,
     schema: Arc<DatabaseSchema>,
     remote: Remote,
 }
@@ -141,6 +143,8 @@ struct Shared {
     last_txn_id: Mutex<Option<String>>,
     /// Number of successful (re)connections, for tests and metrics.
     connects: std::sync::atomic::AtomicU64,
+    /// Number of monitors resumed from the last transaction id (no full resync).
+    resumes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +229,7 @@ impl Client {
             stop: watch::channel(false).0,
             last_txn_id: Mutex::new(None),
             connects: std::sync::atomic::AtomicU64::new(0),
+            resumes: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(manager(shared.clone()));
         Ok(Client {
@@ -257,6 +262,15 @@ impl Client {
         self.h
             .shared
             .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many reconnects resumed the monitor from the last transaction id
+    /// (`monitor_cond_since` found it) instead of resyncing everything.
+    pub fn resume_count(&self) -> u64 {
+        self.h
+            .shared
+            .resumes
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -294,8 +308,20 @@ impl Client {
             txn.check(&live.schema)
                 .map_err(|(index, source)| Error::Schema { index, source })?;
         }
-        match live.conn.call_raw("transact", &TransactParams(txn)).await {
-            Ok(frame) => Ok(parse_transact_reply(txn, &frame)?),
+        match live
+            .conn
+            .call_raw_seq("transact", &TransactParams(txn))
+            .await
+        {
+            Ok((frame, seq)) => {
+                let res = parse_transact_reply(txn, &frame);
+                // Read-your-writes: ovsdb-server sends a transaction's monitor updates
+                // before its reply, so once those are applied the cache shows this commit.
+                let mut applied = live.applied.clone();
+                let wait = applied.wait_for(|a| *a >= seq);
+                let _ = tokio::time::timeout(self.h.shared.cfg.request_timeout, wait).await;
+                Ok(res?)
+            }
             Err(RpcError::ConnectionLost(why)) => Err(Error::OutcomeUnknown(why)),
             Err(e) => Err(Error::Rpc(e)),
         }
@@ -477,8 +503,10 @@ async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, Se
     shared
         .connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (applied_tx, applied) = watch::channel(0u64);
     shared.live.send_replace(Some(Live {
         conn: conn.clone(),
+        applied,
         schema,
         remote: remote.clone(),
     }));
@@ -496,10 +524,12 @@ async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, Se
             let why = conn.closed().await;
             return Ok(SessionEnd::Lost(why));
         };
+        let seq = n.seq;
         if let Some(end) = handle_notification(shared, &conn, n, &tables) {
             conn.close();
             return Ok(end);
         }
+        applied_tx.send_replace(seq);
     }
 }
 
@@ -650,6 +680,11 @@ async fn start_monitor(
         match r {
             Ok(CondSinceReply(found, txn_id, updates)) => {
                 *lock(&shared.last_txn_id) = Some(txn_id);
+                if found {
+                    shared
+                        .resumes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let mode = if found {
                     ApplyMode::Delta
                 } else {

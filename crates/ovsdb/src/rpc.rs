@@ -65,9 +65,12 @@ impl Default for RpcConfig {
 pub struct Notification {
     pub method: String,
     pub frame: Vec<u8>,
+    /// 1 for the first notification of the session, 2 for the next, ...
+    pub seq: u64,
 }
 
-type Reply = Result<Vec<u8>, RpcError>;
+/// A reply frame and the number of notifications received before it.
+type Reply = Result<(Vec<u8>, u64), RpcError>;
 
 struct Shared {
     pending: Mutex<Pending>,
@@ -189,6 +192,17 @@ impl Connection {
         method: &str,
         params: &P,
     ) -> Result<Vec<u8>, RpcError> {
+        self.call_raw_seq(method, params).await.map(|(f, _)| f)
+    }
+
+    /// Like [`Connection::call_raw`], also returning how many notifications arrived before
+    /// the reply ([`Notification::seq`] of the last one), so a caller can wait until those
+    /// are processed (read-your-writes on a monitor cache).
+    pub async fn call_raw_seq<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<(Vec<u8>, u64), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::with_capacity(128);
         serde_json::to_writer(&mut buf, &Request { id, method, params }).map_err(|e| {
@@ -212,7 +226,7 @@ impl Connection {
             self.inner.shared.close("writer stopped");
         }
         match rx.await {
-            Ok(Ok(frame)) => Ok(frame),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(RpcError::Server { error, .. })) => Err(RpcError::Server {
                 method: method.to_owned(),
                 error,
@@ -323,6 +337,7 @@ async fn reader<R: AsyncRead>(
     let mut framer = Framer::new(cfg.max_message);
     let mut probe_sent = false;
     let mut silent_rounds = 0u32;
+    let mut note_seq = 0u64;
     let why = loop {
         let buf = framer.read_buf(CHUNK);
         let read = async {
@@ -377,7 +392,7 @@ async fn reader<R: AsyncRead>(
                 loop {
                     match framer.next_frame() {
                         Ok(Some(frame)) => {
-                            if let Err(e) = dispatch(frame, &shared, &out, &notes) {
+                            if let Err(e) = dispatch(frame, &shared, &out, &notes, &mut note_seq) {
                                 failed = Some(e);
                                 break;
                             }
@@ -417,6 +432,7 @@ fn dispatch(
     shared: &Shared,
     out: &mpsc::UnboundedSender<Vec<u8>>,
     notes: &mpsc::UnboundedSender<Notification>,
+    seq: &mut u64,
 ) -> Result<(), String> {
     let head: Head<'_> =
         serde_json::from_slice(&frame).map_err(|e| format!("malformed JSON-RPC message: {e}"))?;
@@ -436,7 +452,12 @@ fn dispatch(
                 let _ = out.send(reply.into_bytes());
             }
             (_, None) => {
-                let _ = notes.send(Notification { method, frame });
+                *seq += 1;
+                let _ = notes.send(Notification {
+                    method,
+                    frame,
+                    seq: *seq,
+                });
             }
         }
         return Ok(());
@@ -461,7 +482,7 @@ fn dispatch(
     };
     if let Some(tx) = tx {
         let _ = tx.send(match error {
-            None => Ok(frame),
+            None => Ok((frame, *seq)),
             Some(error) => Err(RpcError::Server {
                 method: String::new(),
                 error,

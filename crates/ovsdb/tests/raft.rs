@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,13 +46,8 @@ fn guarded_insert(name: &str) -> Transaction {
     t
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raft_leader_killed_during_1000_transactions() {
-    if !have_tools("raft_leader_killed_during_1000_transactions") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Three NB servers forming one Raft cluster over unix sockets in `d`.
+fn cluster(d: &Path) -> Vec<Server> {
     let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
     tool(&[
         "create-cluster",
@@ -68,7 +64,7 @@ async fn raft_leader_killed_during_1000_transactions() {
             &format!("unix:{}", p("r1.raft")),
         ]);
     }
-    let servers: Vec<Server> = (1..=3)
+    (1..=3)
         .map(|i| {
             Server::with_db(
                 d,
@@ -78,17 +74,68 @@ async fn raft_leader_killed_during_1000_transactions() {
                 vec![],
             )
         })
-        .collect();
-    let remotes: Vec<ovsdb::Remote> = servers.iter().map(|s| s.remote()).collect();
-    let socks: Vec<std::path::PathBuf> = servers.iter().map(|s| s.sock.clone()).collect();
-    let servers = Arc::new(Mutex::new(servers));
-    let mut cfg = ClientConfig::new(remotes.clone(), "OVN_Northbound");
+        .collect()
+}
+
+fn leader_cfg(remotes: Vec<ovsdb::Remote>) -> ClientConfig {
+    let mut cfg = ClientConfig::new(remotes, "OVN_Northbound");
     cfg.leader_only = true;
     cfg.monitor_tables = Some(vec!["Logical_Switch".into()]);
     cfg.backoff_min = Duration::from_millis(20);
     cfg.backoff_max = Duration::from_millis(500);
     cfg.connect_timeout = Duration::from_secs(20);
-    let c = Client::connect(cfg)
+    cfg
+}
+
+/// The leader hands over leadership without dying (it leaves the cluster): the client,
+/// watching `_Server.Database`, moves to the new leader and keeps writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_client_follows_leader_change() {
+    if !have_tools("raft_client_follows_leader_change") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster(dir.path());
+    let remotes: Vec<ovsdb::Remote> = servers.iter().map(|s| s.remote()).collect();
+    let c = Client::connect(leader_cfg(remotes.clone()))
+        .await
+        .expect("connect");
+    c.transact(&guarded_insert("before")).await.unwrap();
+    let old = c.current_remote().unwrap();
+    let idx = remotes.iter().position(|r| *r == old).unwrap();
+    let ctl = servers[idx].sock.with_extension("ctl");
+    let out = Command::new("ovs-appctl")
+        .arg("-t")
+        .arg(&ctl)
+        .args(["cluster/leave", "OVN_Northbound"])
+        .output()
+        .expect("ovs-appctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(15, "client on a new leader", || {
+        c.current_remote().is_some_and(|r| r != old)
+    })
+    .await;
+    c.transact_retry(&guarded_insert("after"), 50)
+        .await
+        .unwrap();
+    assert_eq!(c.cache().len("Logical_Switch"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_leader_killed_during_1000_transactions() {
+    if !have_tools("raft_leader_killed_during_1000_transactions") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster(dir.path());
+    let remotes: Vec<ovsdb::Remote> = servers.iter().map(|s| s.remote()).collect();
+    let socks: Vec<std::path::PathBuf> = servers.iter().map(|s| s.sock.clone()).collect();
+    let servers = Arc::new(Mutex::new(servers));
+    let c = Client::connect(leader_cfg(remotes.clone()))
         .await
         .expect("connect to the cluster leader");
 
@@ -171,4 +218,9 @@ async fn raft_leader_killed_during_1000_transactions() {
         c.cache().len("Logical_Switch") == N
     })
     .await;
+    // In a cluster the monitor resumed from the last transaction id after the failover.
+    assert!(
+        c.resume_count() >= 1,
+        "monitor was not resumed with monitor_cond_since"
+    );
 }
