@@ -2,6 +2,7 @@
 //! and jitter, optional leader-only mode for Raft clusters (via the `_Server` database), a
 //! monitor that keeps the [`Cache`] right across reconnects, and transactions.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::rpc::{Connection, Notification, RpcConfig, RpcError};
 use crate::schema::{DatabaseSchema, SchemaError};
 use crate::stream::{Remote, Stream, TlsError, TlsFiles};
 use crate::txn::{
-    parse_transact_reply, ErrorKind, OpResult, TransactParams, Transaction, TxnError,
+    parse_transact_reply, Condition, ErrorKind, OpResult, TransactParams, Transaction, TxnError,
 };
 use crate::update::{
     decode_notice, CondSinceReply, Notice, RowUpdate1, RowUpdate2, TableUpdates, Updates,
@@ -45,6 +46,10 @@ pub struct ClientConfig {
     /// Tables to monitor into the cache: `None` = every table, `Some(vec![])` = no monitor.
     pub monitor_tables: Option<Vec<String>>,
     pub monitor_method: MonitorMethod,
+    /// Per-table monitor conditions (`where` clauses, conditions ANDed); tables not listed
+    /// are monitored whole. Needs `monitor_cond` or newer; change them live with
+    /// [`Client::set_monitor_condition`].
+    pub monitor_where: HashMap<String, Vec<Condition>>,
     /// Tables/columns the caller's models need (checked at every connect).
     pub models: Vec<(&'static str, &'static [&'static str])>,
     /// Cache indexes to maintain.
@@ -67,6 +72,7 @@ impl ClientConfig {
             leader_only: false,
             monitor_tables: None,
             monitor_method: MonitorMethod::Auto,
+            monitor_where: HashMap::new(),
             models: Vec::new(),
             indexes: Vec::new(),
             rpc: RpcConfig::default(),
@@ -141,6 +147,8 @@ struct Shared {
     status: watch::Sender<Status>,
     stop: watch::Sender<bool>,
     last_txn_id: Mutex<Option<String>>,
+    /// Current monitor conditions (start from `cfg.monitor_where`).
+    conditions: Mutex<HashMap<String, Vec<Condition>>>,
     /// Number of successful (re)connections, for tests and metrics.
     connects: std::sync::atomic::AtomicU64,
     /// Number of monitors resumed from the last transaction id (no full resync).
@@ -220,7 +228,9 @@ impl Client {
         for (t, spec) in &cfg.indexes {
             cache.add_index(t, spec.clone());
         }
+        let conditions = Mutex::new(cfg.monitor_where.clone());
         let shared = Arc::new(Shared {
+            conditions,
             cfg,
             tls,
             cache,
@@ -300,6 +310,13 @@ impl Client {
         }
     }
 
+    /// Waits until the session has applied notification `seq` (or the session ends).
+    async fn wait_applied(&self, live: &Live, seq: u64) {
+        let mut applied = live.applied.clone();
+        let wait = applied.wait_for(|a| *a >= seq);
+        let _ = tokio::time::timeout(self.h.shared.cfg.request_timeout, wait).await;
+    }
+
     /// Checks the transaction against the schema, sends it, and returns one result per
     /// operation, or a typed error.
     pub async fn transact(&self, txn: &Transaction) -> Result<Vec<OpResult>, Error> {
@@ -317,9 +334,7 @@ impl Client {
                 let res = parse_transact_reply(txn, &frame);
                 // Read-your-writes: ovsdb-server sends a transaction's monitor updates
                 // before its reply, so once those are applied the cache shows this commit.
-                let mut applied = live.applied.clone();
-                let wait = applied.wait_for(|a| *a >= seq);
-                let _ = tokio::time::timeout(self.h.shared.cfg.request_timeout, wait).await;
+                self.wait_applied(&live, seq).await;
                 Ok(res?)
             }
             Err(RpcError::ConnectionLost(why)) => Err(Error::OutcomeUnknown(why)),
@@ -362,6 +377,44 @@ impl Client {
     ) -> Result<serde_json::Value, Error> {
         let live = self.live().await?;
         Ok(live.conn.call(method, &params).await?)
+    }
+
+    /// Changes the monitor condition of one table (`monitor_cond_change`); an empty list
+    /// means every row. The cache then gets inserts/deletes for rows entering/leaving the
+    /// condition, and later reconnects use the new condition.
+    pub async fn set_monitor_condition(
+        &self,
+        table: &str,
+        conditions: Vec<Condition>,
+    ) -> Result<(), Error> {
+        let shared = &self.h.shared;
+        if let Some(schema) = self.schema() {
+            let mut t = Transaction::new(schema.name.clone());
+            t.select(table, conditions.clone());
+            t.check(&schema)
+                .map_err(|(index, source)| Error::Schema { index, source })?;
+        }
+        lock(&shared.conditions).insert(table.to_owned(), conditions.clone());
+        let live = match self.live().await {
+            Ok(l) => l,
+            Err(e) => {
+                // Not applied on a connection: the next one must resync from scratch.
+                *lock(&shared.last_txn_id) = None;
+                return Err(e);
+            }
+        };
+        let req = json!([MONITOR_ID, MONITOR_ID, { table: [{ "where": conditions }] }]);
+        match live.conn.call_raw_seq("monitor_cond_change", &req).await {
+            Ok((_, seq)) => {
+                self.wait_applied(&live, seq).await;
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&shared.last_txn_id) = None;
+                live.conn.close();
+                Err(e.into())
+            }
+        }
     }
 
     /// Round trip to the server.
@@ -664,8 +717,16 @@ async fn start_monitor(
 ) -> Result<(), SessionFail> {
     let cfg = &shared.cfg;
     let db = &cfg.database;
-    let cond_req: serde_json::Map<String, serde_json::Value> =
-        tables.iter().map(|t| (t.clone(), json!([{}]))).collect();
+    let cond_req: serde_json::Map<String, serde_json::Value> = {
+        let conds = lock(&shared.conditions);
+        tables
+            .iter()
+            .map(|t| match conds.get(t) {
+                Some(w) => (t.clone(), json!([{ "where": w }])),
+                None => (t.clone(), json!([{}])),
+            })
+            .collect()
+    };
     let mut method = cfg.monitor_method;
     if matches!(method, MonitorMethod::Auto | MonitorMethod::CondSince) {
         let since = lock(&shared.last_txn_id)

@@ -174,3 +174,58 @@ async fn schema_mismatch_is_a_clear_startup_error() {
     cfg.connect_timeout = std::time::Duration::from_secs(2);
     assert!(ovsdb::Client::connect(cfg).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_conditions_and_live_change() {
+    if !have_tools("monitor_conditions_and_live_change") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::standalone(dir.path(), NB_SCHEMA);
+    let mut cfg = ClientConfig::new(vec![srv.remote()], "OVN_Northbound");
+    cfg.monitor_tables = Some(vec![Sw::TABLE.into()]);
+    cfg.monitor_where.insert(
+        Sw::TABLE.into(),
+        vec![Condition::includes(
+            "external_ids",
+            Value::string_map([("owner", "me")]),
+        )],
+    );
+    let c = ovsdb::Client::connect(cfg).await.unwrap();
+    let mut t = Transaction::new("OVN_Northbound");
+    t.insert(Sw::TABLE, sw("mine", "me"))
+        .insert(Sw::TABLE, sw("theirs", "them"));
+    c.transact(&t).await.unwrap();
+    let names = |c: &ovsdb::Client| {
+        let mut v: Vec<String> = c
+            .cache()
+            .rows::<Sw>()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&c), ["mine"]);
+    c.set_monitor_condition(Sw::TABLE, vec![Condition::eq("name", "theirs")])
+        .await
+        .unwrap();
+    assert_eq!(names(&c), ["theirs"]);
+    c.set_monitor_condition(Sw::TABLE, vec![]).await.unwrap();
+    assert_eq!(names(&c), ["mine", "theirs"]);
+    // Checked against the schema before sending.
+    let e = c
+        .set_monitor_condition(Sw::TABLE, vec![Condition::eq("nope", 1i64)])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Logical_Switch.nope"), "{e}");
+    // A reconnect keeps the current condition.
+    c.set_monitor_condition(Sw::TABLE, vec![Condition::eq("name", "mine")])
+        .await
+        .unwrap();
+    let n = c.connect_count();
+    c.disconnect();
+    eventually(10, "reconnect", || c.connect_count() > n).await;
+    assert_eq!(names(&c), ["mine"]);
+}
