@@ -306,6 +306,9 @@ impl Cache {
         let st = &mut *st;
         let schema = st.schema.clone();
         let mut seen: HashMap<String, HashMap<Uuid, Row>> = HashMap::new();
+        // A snapshot of a table we hold no rows of (the first sync) needs no diff: insert
+        // directly instead of collecting the rows first.
+        let mut direct: HashSet<String> = HashSet::new();
         match updates {
             Updates::V1(t) => {
                 for (table, rows) in t {
@@ -313,6 +316,14 @@ impl Cache {
                         continue;
                     };
                     let name = table_name(&mut st.table_names, &table);
+                    let mode = if mode == ApplyMode::Snapshot
+                        && st.tables.get(&table).is_none_or(|t| t.rows.is_empty())
+                    {
+                        direct.insert(table.clone());
+                        ApplyMode::Delta
+                    } else {
+                        mode
+                    };
                     for (uuid, RowUpdate1 { old, new }) in rows {
                         match (new, mode) {
                             (Some(new), ApplyMode::Snapshot) => {
@@ -337,6 +348,14 @@ impl Cache {
                         continue;
                     };
                     let name = table_name(&mut st.table_names, &table);
+                    let mode = if mode == ApplyMode::Snapshot
+                        && st.tables.get(&table).is_none_or(|t| t.rows.is_empty())
+                    {
+                        direct.insert(table.clone());
+                        ApplyMode::Delta
+                    } else {
+                        mode
+                    };
                     for (uuid, u) in rows {
                         match (u, mode) {
                             (
@@ -377,6 +396,9 @@ impl Cache {
         }
         if mode == ApplyMode::Snapshot {
             for table in tables {
+                if direct.contains(table) {
+                    continue;
+                }
                 let mut new_rows = seen.remove(table).unwrap_or_default();
                 let name = table_name(&mut st.table_names, table);
                 let gone: Vec<Uuid> = st
