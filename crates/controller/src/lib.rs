@@ -2,17 +2,27 @@
 //! cluster-manager does upstream).
 //!
 //! Three layers, in the style of linkerd2's policy-controller:
-//! 1. [`index`]: in-memory cluster state fed by kube-runtime watchers, with the allocators;
+//! 1. [`index`]: in-memory cluster state fed by kube-runtime watchers, with the allocators
+//!    rebuilt from annotations (allocations are written to the API before they are used);
 //! 2. [`desired`]: pure functions from the index to the NB rows one Kubernetes key owns;
-//! 3. [`engine`]: diff of desired rows against the NB monitor cache rows owned by that key,
-//!    planned into minimal batched transactions, sent by [`nb`].
+//! 3. [`engine`]: diff of desired rows against the NB monitor cache rows owned by that key
+//!    (ownership by `external_ids`), planned into minimal batched transactions, sent by
+//!    [`nb`]. [`controller`] drives it: bursts for one key coalesce in a dirty set.
 
 pub mod config;
+pub mod controller;
 pub mod desired;
 pub mod engine;
+pub mod index;
+pub mod kube_io;
+pub mod nb;
 pub mod rows;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 pub use config::ControllerConfig;
+pub use controller::{Controller, KubeOps};
 
 /// Everything that can stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -23,4 +33,60 @@ pub enum ControllerError {
     Nb(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("lost leadership (lease {0})")]
+    LostLease(String),
+}
+
+/// Builds a controller for the default network: resolves the config and connects to NB.
+pub async fn build(
+    config: &ControllerConfig,
+    kube: Arc<dyn KubeOps>,
+) -> Result<Arc<Controller>, ControllerError> {
+    let resolved = config.resolve()?;
+    let net = rows::NetworkInfo::default_network();
+    let nb = nb::Nb::connect(config, &net.controller_name()).await?;
+    let index = index::Index::new(net, resolved)?;
+    Ok(Controller::new(index, nb, kube, config.max_batch))
+}
+
+/// Runs the controller until an error or the loss of leadership. With leader election on,
+/// it first waits to hold the Lease (a standby takes over once the leader's Lease expires).
+pub async fn run(config: ControllerConfig, client: kube::Client) -> Result<(), ControllerError> {
+    config.resolve()?;
+    let identity = config.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .or_else(|_| std::env::var("POD_NAME"))
+            .unwrap_or_else(|_| format!("ovnk-controller-{}", std::process::id()))
+    });
+    let lease = kube_io::LeaseConfig {
+        namespace: config.lease_namespace.clone(),
+        name: config.lease_name.clone(),
+        identity: identity.clone(),
+        duration: Duration::from_secs(u64::from(config.lease_duration_secs.max(2))),
+    };
+    if config.leader_elect {
+        tracing::info!(
+            identity,
+            "waiting for lease {}/{}",
+            lease.namespace,
+            lease.name
+        );
+        kube_io::acquire(&client, &lease).await?;
+        tracing::info!(identity, "leading");
+    }
+    let ops: Arc<dyn KubeOps> = Arc::new(kube_io::KubeClientOps::new(
+        client.clone(),
+        Some(identity.clone()),
+    ));
+    let ctl = build(&config, ops).await?;
+    let work = kube_io::watch(ctl, client.clone());
+    if config.leader_elect {
+        let keep = kube_io::keep(client, lease.clone());
+        tokio::select! {
+            r = work => r,
+            _ = keep => Err(ControllerError::LostLease(format!("{}/{}", lease.namespace, lease.name))),
+        }
+    } else {
+        work.await
+    }
 }

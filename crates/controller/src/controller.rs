@@ -1,0 +1,390 @@
+//! The driver: feeds the index from Kubernetes events, writes allocations to the API before
+//! they are used, and reconciles dirty owners into batched NB transactions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::engine;
+use crate::index::{pod_key, Index, NodeAction, PodAction, Problem};
+use crate::nb::Nb;
+use crate::rows::{Owner, OwnerKind};
+
+/// The Kubernetes writes the controller makes; the real one goes through kube-rs
+/// ([`crate::kube_io::KubeClientOps`]); tests and benchmarks may use an in-memory one.
+pub trait KubeOps: Send + Sync + 'static {
+    /// Merge-patches node annotations.
+    fn annotate_node(
+        &self,
+        name: &str,
+        annotations: BTreeMap<String, String>,
+    ) -> BoxFuture<'static, Result<(), String>>;
+    /// Merge-patches one pod annotation, only if the pod still has `uid`.
+    fn annotate_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        key: &str,
+        value: String,
+    ) -> BoxFuture<'static, Result<(), String>>;
+    /// Publishes a Warning event about `object`.
+    fn warn(
+        &self,
+        object: ObjectReference,
+        reason: &str,
+        message: String,
+    ) -> BoxFuture<'static, ()>;
+}
+
+type CommitHook = Box<dyn Fn(&[Owner]) + Send + Sync>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Shared controller state.
+pub struct Controller {
+    index: Mutex<Index>,
+    nb: Nb,
+    kube: Arc<dyn KubeOps>,
+    dirty: Mutex<BTreeSet<Owner>>,
+    notify: Notify,
+    /// Latest pod objects of pods waiting for their node (re-applied when it is ready).
+    parked: Mutex<HashMap<String, Pod>>,
+    annotate_limit: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    max_batch: usize,
+    /// Commit hook (tests, benchmarks): called with the owners of each committed txn.
+    on_commit: Mutex<Option<CommitHook>>,
+}
+
+fn node_ref(name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid,
+        ..Default::default()
+    }
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+impl Controller {
+    pub fn new(index: Index, nb: Nb, kube: Arc<dyn KubeOps>, max_batch: usize) -> Arc<Self> {
+        Arc::new(Controller {
+            index: Mutex::new(index),
+            nb,
+            kube,
+            dirty: Mutex::new(BTreeSet::new()),
+            notify: Notify::new(),
+            parked: Mutex::new(HashMap::new()),
+            annotate_limit: Arc::new(Semaphore::new(64)),
+            in_flight: AtomicUsize::new(0),
+            max_batch: max_batch.max(1),
+            on_commit: Mutex::new(None),
+        })
+    }
+
+    pub fn nb(&self) -> &Nb {
+        &self.nb
+    }
+
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    pub fn set_commit_hook(&self, f: impl Fn(&[Owner]) + Send + Sync + 'static) {
+        *lock(&self.on_commit) = Some(Box::new(f));
+    }
+
+    fn mark(&self, owners: Vec<Owner>) {
+        if owners.is_empty() {
+            return;
+        }
+        lock(&self.dirty).extend(owners);
+        self.notify.notify_one();
+    }
+
+    fn report(&self, object: ObjectReference, p: Problem) {
+        tracing::warn!(reason = p.reason, "{}", p.message);
+        let f = self.kube.warn(object, p.reason, p.message);
+        tokio::spawn(f);
+    }
+
+    // ------------------------------------------------------------------ events in
+
+    pub fn node_applied(self: &Arc<Self>, node: &Node) {
+        let Some(name) = node.metadata.name.clone() else {
+            return;
+        };
+        let mut dirty = Vec::new();
+        let action = self.index().apply_node(node, &mut dirty);
+        self.mark(dirty);
+        match action {
+            NodeAction::Nothing => {}
+            NodeAction::Report(p) => self.report(node_ref(&name, node.metadata.uid.clone()), p),
+            NodeAction::Annotate(a) => {
+                let this = self.clone();
+                let fut = self.kube.annotate_node(&name, a);
+                let uid = node.metadata.uid.clone();
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let res = fut.await;
+                    let mut dirty = Vec::new();
+                    match res {
+                        Ok(()) => this.index().node_annotated(&name, &mut dirty),
+                        Err(e) => {
+                            this.index().node_annotate_failed(&name);
+                            this.report(
+                                node_ref(&name, uid),
+                                Problem {
+                                    reason: "NodeAnnotationFailed",
+                                    message: format!("node {name}: writing allocations: {e}"),
+                                },
+                            );
+                        }
+                    }
+                    this.mark(dirty);
+                    this.wake_parked();
+                    this.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    this.notify.notify_one();
+                });
+            }
+        }
+        self.wake_parked();
+    }
+
+    pub fn node_deleted(&self, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().delete_node(name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    fn wake_parked(self: &Arc<Self>) {
+        let woken = self.index().take_woken();
+        for k in woken {
+            let pod = lock(&self.parked).remove(&k);
+            if let Some(p) = pod {
+                self.pod_applied(&p);
+            }
+        }
+    }
+
+    pub fn pod_applied(self: &Arc<Self>, pod: &Pod) {
+        let mut dirty = Vec::new();
+        let action = self.index().apply_pod(pod, &mut dirty);
+        self.mark(dirty);
+        let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+        else {
+            return;
+        };
+        let key = pod_key(&ns, &name);
+        if self.index().is_waiting(&key) {
+            lock(&self.parked).insert(key, pod.clone());
+            return;
+        }
+        match action {
+            PodAction::Nothing => {}
+            PodAction::Report(p) => self.report(pod_ref(pod), p),
+            PodAction::Annotate { value, .. } => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let fut =
+                    self.kube
+                        .annotate_pod(&ns, &name, &uid, ovnk_annotations::POD_NETWORKS, value);
+                let this = self.clone();
+                let sem = self.annotate_limit.clone();
+                let obj = pod_ref(pod);
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let mut dirty = Vec::new();
+                    match fut.await {
+                        Ok(()) => this.index().pod_annotated(&ns, &name, &uid, &mut dirty),
+                        Err(e) => {
+                            this.index().pod_annotate_failed(&ns, &name, &uid);
+                            this.report(
+                                obj,
+                                Problem {
+                                    reason: "PodAnnotationFailed",
+                                    message: format!(
+                                        "pod {ns}/{name}: writing {}: {e}",
+                                        ovnk_annotations::POD_NETWORKS
+                                    ),
+                                },
+                            );
+                        }
+                    }
+                    this.mark(dirty);
+                    this.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    this.notify.notify_one();
+                });
+            }
+        }
+    }
+
+    pub fn pod_deleted(&self, ns: &str, name: &str) {
+        lock(&self.parked).remove(&pod_key(ns, name));
+        let mut dirty = Vec::new();
+        self.index().delete_pod(ns, name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    pub fn namespace_applied(&self, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().apply_namespace(name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    pub fn namespace_deleted(&self, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().delete_namespace(name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    // ------------------------------------------------------------------ reconcile
+
+    /// Marks every owner dirty: those the index knows and those with rows in NB (stale
+    /// ones then lose their rows). Used once the initial lists are in.
+    pub fn mark_all(&self) {
+        let mut owners = self.index().all_owners();
+        owners.extend(self.nb.cache().owners());
+        self.mark(owners);
+    }
+
+    fn take_batch(&self) -> Vec<Owner> {
+        let mut d = lock(&self.dirty);
+        let mut out = Vec::new();
+        while out.len() < self.max_batch {
+            match d.pop_first() {
+                Some(o) => out.push(o),
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn requeue_later(self: &Arc<Self>, owners: Vec<Owner>, after: Duration) {
+        if owners.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            this.mark(owners);
+            this.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Reconciles one batch of owners: plan against the cache, one transaction.
+    /// On a failed transaction the batch is split to isolate the owner at fault.
+    pub fn reconcile(self: &Arc<Self>, owners: Vec<Owner>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if owners.is_empty() {
+                return;
+            }
+            let groups: Vec<(Owner, Vec<crate::rows::DesiredRow>)> = {
+                let idx = self.index();
+                owners.iter().map(|o| (o.clone(), idx.desired(o))).collect()
+            };
+            let plan = {
+                let cache = self.nb.cache();
+                engine::plan(&cache, &groups)
+            };
+            if !plan.failed.is_empty() {
+                for (o, e) in &plan.failed {
+                    tracing::debug!(owner = %o, "deferred: {e}");
+                }
+                let retry: Vec<Owner> = plan.failed.iter().map(|(o, _)| o.clone()).collect();
+                self.requeue_later(retry, Duration::from_millis(200));
+            }
+            if plan.is_empty() {
+                self.index().committed(&plan.planned);
+                return;
+            }
+            match self.nb.transact(&plan.ops).await {
+                Ok(()) => {
+                    drop(self.nb.cache());
+                    self.index().committed(&plan.planned);
+                    if let Some(h) = lock(&self.on_commit).as_ref() {
+                        h(&plan.planned);
+                    }
+                }
+                Err(e) if plan.planned.len() > 1 => {
+                    tracing::debug!(
+                        "transaction of {} owners failed ({e}); splitting",
+                        plan.planned.len()
+                    );
+                    let mut a = plan.planned;
+                    let b = a.split_off(a.len() / 2);
+                    self.reconcile(a).await;
+                    self.reconcile(b).await;
+                }
+                Err(e) => {
+                    let o = plan.planned[0].clone();
+                    tracing::error!(owner = %o, "NB transaction failed: {e}");
+                    if o.kind == OwnerKind::Node {
+                        self.report(
+                            node_ref(&o.name, None),
+                            Problem {
+                                reason: "NBTransactionFailed",
+                                message: format!("{o}: {e}"),
+                            },
+                        );
+                    }
+                    self.requeue_later(vec![o], Duration::from_secs(2));
+                }
+            }
+        })
+    }
+
+    /// Reconciles until nothing is dirty and no annotation write or retry is in flight.
+    pub async fn settle(self: &Arc<Self>) {
+        loop {
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                if self.in_flight.load(Ordering::SeqCst) == 0 && lock(&self.dirty).is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            self.reconcile(batch).await;
+        }
+    }
+
+    /// The reconcile loop: runs until the task is dropped.
+    pub async fn run_reconciler(self: Arc<Self>) {
+        loop {
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                self.notify.notified().await;
+                continue;
+            }
+            self.reconcile(batch).await;
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && lock(&self.dirty).is_empty()
+    }
+}
