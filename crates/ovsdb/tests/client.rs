@@ -229,3 +229,72 @@ async fn monitor_conditions_and_live_change() {
     eventually(10, "reconnect", || c.connect_count() > n).await;
     assert_eq!(names(&c), ["mine"]);
 }
+
+/// An old server (no monitor_cond_since/monitor_cond): the client falls back to `monitor`
+/// and applies v1 `update`s. A scripted peer plays the server; no binaries needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_plain_monitor_on_old_servers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("old.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let schema = serde_json::json!({"name": "Test", "version": "1.0.0", "tables": {"T": {
+        "columns": {"name": {"type": "string"},
+                    "n": {"type": {"key": "integer", "min": 0, "max": "unlimited"}}},
+        "isRoot": true}}});
+    let u = "6f4b2a39-5d7e-4f0e-9a63-0c1c1f1f0001";
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut f = ovsdb::Framer::new(1 << 20);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            f.extend(&buf[..n]);
+            while let Some(fr) = f.next_frame().unwrap() {
+                let m: serde_json::Value = serde_json::from_slice(&fr).unwrap();
+                let method = m["method"].as_str().unwrap_or("").to_owned();
+                seen2.lock().unwrap().push(method.clone());
+                let id = m["id"].clone();
+                let reply = match method.as_str() {
+                    "get_schema" => serde_json::json!({"id": id, "result": schema, "error": null}),
+                    "monitor" => {
+                        let r = serde_json::json!({"id": id, "error": null, "result":
+                            {"T": {u: {"new": {"name": "a", "n": ["set", [1, 2]]}}}}});
+                        s.write_all(r.to_string().as_bytes()).await.unwrap();
+                        serde_json::json!({"id": null, "method": "update", "params": [m["params"][1],
+                            {"T": {u: {"old": {"name": "a"}, "new": {"name": "b", "n": ["set", [1, 2]]}}}}]})
+                    }
+                    "echo" => serde_json::json!({"id": id, "result": m["params"], "error": null}),
+                    _ => serde_json::json!({"id": id, "result": null, "error": "unknown method"}),
+                };
+                s.write_all(reply.to_string().as_bytes()).await.unwrap();
+            }
+        }
+    });
+    let c = ovsdb::Client::connect(ClientConfig::new(vec![ovsdb::Remote::Unix(sock)], "Test"))
+        .await
+        .unwrap();
+    let uuid = Uuid::parse_str(u).unwrap();
+    eventually(5, "update applied", || {
+        c.cache()
+            .row("T", uuid)
+            .is_some_and(|r| r.get("name").and_then(Value::as_str) == Some("b"))
+    })
+    .await;
+    assert_eq!(
+        c.cache().row("T", uuid).unwrap()["n"],
+        Value::set([1i64, 2])
+    );
+    let methods = seen.lock().unwrap().clone();
+    let mons: Vec<&str> = methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| m.starts_with("monitor"))
+        .collect();
+    assert_eq!(mons, ["monitor_cond_since", "monitor_cond", "monitor"]);
+}
