@@ -147,6 +147,8 @@ struct Shared {
     status: watch::Sender<Status>,
     stop: watch::Sender<bool>,
     last_txn_id: Mutex<Option<String>>,
+    /// Why the last connect attempt failed (for error messages).
+    last_error: Mutex<Option<String>>,
     /// Current monitor conditions (start from `cfg.monitor_where`).
     conditions: Mutex<HashMap<String, Vec<Condition>>>,
     /// Number of successful (re)connections, for tests and metrics.
@@ -202,9 +204,10 @@ impl Client {
             },
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::NotConnected(format!(
-                "no usable server among {} within {:?}",
+                "no usable server among {} within {:?}; last error: {}",
                 remotes_str(&c.h.shared.cfg.remotes),
-                wait
+                wait,
+                lock(&c.h.shared.last_error).as_deref().unwrap_or("none")
             ))),
         }
     }
@@ -238,6 +241,7 @@ impl Client {
             status: watch::channel(Status::Starting).0,
             stop: watch::channel(false).0,
             last_txn_id: Mutex::new(None),
+            last_error: Mutex::new(None),
             connects: std::sync::atomic::AtomicU64::new(0),
             resumes: std::sync::atomic::AtomicU64::new(0),
         });
@@ -489,6 +493,7 @@ async fn manager(shared: Arc<Shared>) {
             }
             Err(SessionFail::Retry(why)) => {
                 tracing::debug!(remote = %remote, reason = %why, "ovsdb connect attempt failed");
+                *lock(&shared.last_error) = Some(format!("{remote}: {why}"));
                 idx += 1;
                 failures_in_round += 1;
                 if failures_in_round >= n {

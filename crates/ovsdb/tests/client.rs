@@ -298,3 +298,62 @@ async fn falls_back_to_plain_monitor_on_old_servers() {
         .collect();
     assert_eq!(mons, ["monitor_cond_since", "monitor_cond", "monitor"]);
 }
+
+#[test]
+fn client_is_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<ovsdb::Client>();
+    check::<std::sync::Arc<ovsdb::Cache>>();
+    check::<ovsdb::Connection>();
+}
+
+/// Many tasks share one client; their requests are pipelined on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_one_client() {
+    if !have_tools("many_tasks_share_one_client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::standalone(dir.path(), NB_SCHEMA);
+    let c = nb_client(srv.remote()).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|k| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let mut t = Transaction::new("OVN_Northbound");
+                    t.insert(Sw::TABLE, sw(&format!("t{k}_{i}"), "x"));
+                    c.transact(&t).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(c.cache().len(Sw::TABLE), 1000);
+    assert_eq!(c.connect_count(), 1);
+    assert_eq!(
+        witness_select(&srv.sock, "OVN_Northbound", Sw::TABLE)
+            .as_array()
+            .map(Vec::len),
+        Some(1000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_names_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ClientConfig::new(
+        vec![ovsdb::Remote::Unix(dir.path().join("absent.sock"))],
+        "OVN_Northbound",
+    );
+    cfg.connect_timeout = std::time::Duration::from_millis(500);
+    let e = ovsdb::Client::connect(cfg).await.err().expect("must fail");
+    let msg = e.to_string();
+    assert!(matches!(e, ovsdb::Error::NotConnected(_)), "{e:?}");
+    assert!(
+        msg.contains("absent.sock") && msg.contains("connect"),
+        "{msg}"
+    );
+}
