@@ -1,4 +1,4 @@
-//! `cargo run --release -p ovsdb-bench [-- --quick] [--no-python] [--runs N]`
+//! `cargo run --release -p ovsdb-bench [-- --quick] [--no-python] [--runs N] [--phases abc]`
 //!
 //! Against one ovsdb-server with the OVN Northbound schema, compares ovnk's OVSDB client with
 //! the floor (the same pre-serialized request over a raw unix socket, reply read only to its
@@ -31,6 +31,7 @@ struct Opts {
     sync: usize,
     runs: usize,
     python: bool,
+    phases: String,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -40,6 +41,7 @@ fn parse_args() -> Result<Opts> {
         sync: 100_000,
         runs: 3,
         python: true,
+        phases: "abc".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -52,7 +54,10 @@ fn parse_args() -> Result<Opts> {
             }
             "--no-python" => o.python = false,
             "--runs" => o.runs = args.next().context("--runs N")?.parse()?,
-            other => bail!("unknown argument {other}; use --quick, --no-python, --runs N"),
+            "--phases" => o.phases = args.next().context("--phases abc")?,
+            other => {
+                bail!("unknown argument {other}; use --quick, --no-python, --runs N, --phases abc")
+            }
         }
     }
     Ok(o)
@@ -146,6 +151,8 @@ fn verdict(p: Option<bool>) -> &'static str {
 }
 
 fn main() -> Result<()> {
+    let t0 = Instant::now();
+    let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let o = parse_args()?;
     if !testkit::require_env(&["ovsdb-server", "ovsdb-tool", testkit::OVN_NB_SCHEMA]) {
         bail!("ovsdb-server and the OVN NB schema are needed");
@@ -171,180 +178,201 @@ fn main() -> Result<()> {
     };
     let mut rows = Vec::new();
 
-    // (a) one transaction with `bulk` ports.
-    eprintln!("(a) one transaction inserting {} ports ...", o.bulk);
-    let txn = workload::switch_with_ports(workload::SWITCH, 0, o.bulk);
-    let bytes = workload::request_bytes(&txn, 1_000_000)?;
-    let mut floor = Vec::new();
-    for _ in 0..o.runs {
-        b.reset()?;
-        let t = Instant::now();
-        b.raw.round_trip(&bytes)?;
-        floor.push(t.elapsed());
-    }
-    let (mut ovnk, mut build) = (Vec::new(), Vec::new());
-    let c = rt.block_on(client(&b.remote, &[]))?;
-    for _ in 0..o.runs {
-        b.reset()?;
-        let t = Instant::now();
+    let mut build_a = None;
+    if o.phases.contains('a') {
+        // (a) one transaction with `bulk` ports.
+        progress(&format!(
+            "(a) one transaction inserting {} ports ...",
+            o.bulk
+        ));
         let txn = workload::switch_with_ports(workload::SWITCH, 0, o.bulk);
-        build.push(t.elapsed());
-        let res = rt.block_on(c.transact(&txn))?;
-        ovnk.push(t.elapsed());
-        if res.len() != o.bulk + 1 {
-            bail!("expected {} results, got {}", o.bulk + 1, res.len());
-        }
-    }
-    drop(c);
-    let py = if with_python {
-        b.reset()?;
-        Some(b.python("bulk", o.bulk)?)
-    } else {
-        None
-    };
-    let (ovnk_a, floor_a) = (median(ovnk), median(floor));
-    let r = ovnk_a.as_secs_f64() / floor_a.as_secs_f64();
-    rows.push(Row {
-        label: format!("(a) 1 txn, {} port inserts", thousands(o.bulk)),
-        ovnk: fmt_d(ovnk_a),
-        floor: fmt_d(floor_a),
-        python: py
-            .as_ref()
-            .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
-        ratio: format!("ovnk/floor {r:.2}×"),
-        target: "≤ 1.20× floor".into(),
-        pass: Some(r <= 1.2),
-    });
-    let build_a = median(build);
+        let bytes = workload::request_bytes(&txn, 1_000_000)?;
+        // Floor and client runs alternate, so that a change in machine load hits both.
+        let (mut floor, mut ovnk, mut build) = (Vec::new(), Vec::new(), Vec::new());
+        let c = rt.block_on(client(&b.remote, &[]))?;
+        for _ in 0..o.runs {
+            b.reset()?;
+            let t = Instant::now();
+            b.raw.round_trip(&bytes)?;
+            floor.push(t.elapsed());
 
-    // (b) `single` transactions of one port each, sequentially.
-    eprintln!("(b) {} single-port transactions ...", o.single);
-    let setup = workload::switch_with_ports(workload::SWITCH, 1_000_000, 0);
-    let requests: Vec<Vec<u8>> = (0..o.single)
-        .map(|i| workload::request_bytes(&workload::add_port(i), i as u64))
-        .collect::<Result<_>>()?;
-    b.reset()?;
-    b.raw_txn(&setup)?;
-    let t = Instant::now();
-    for r in &requests {
-        b.raw.round_trip(r)?;
-    }
-    let floor_b = t.elapsed();
-    b.reset()?;
-    b.raw_txn(&setup)?;
-    let c = rt.block_on(client(
-        &b.remote,
-        &[LogicalSwitch::TABLE, LogicalSwitchPort::TABLE],
-    ))?;
-    let t = Instant::now();
-    rt.block_on(async {
-        for i in 0..o.single {
-            c.transact(&workload::add_port(i)).await?;
+            b.reset()?;
+            let t = Instant::now();
+            let txn = workload::switch_with_ports(workload::SWITCH, 0, o.bulk);
+            let built = t.elapsed();
+            let res = rt.block_on(c.transact(&txn))?;
+            ovnk.push(t.elapsed() - built);
+            build.push(built);
+            if res.len() != o.bulk + 1 {
+                bail!("expected {} results, got {}", o.bulk + 1, res.len());
+            }
         }
-        Ok::<_, ovsdb::Error>(())
-    })?;
-    let ovnk_b = t.elapsed();
-    drop(c);
-    let py = if with_python {
+        drop(c);
+        let py = if with_python {
+            b.reset()?;
+            Some(b.python("bulk", o.bulk)?)
+        } else {
+            None
+        };
+        let (ovnk_a, floor_a) = (median(ovnk), median(floor));
+        let r = ovnk_a.as_secs_f64() / floor_a.as_secs_f64();
+        rows.push(Row {
+            label: format!("(a) 1 txn, {} port inserts", thousands(o.bulk)),
+            ovnk: fmt_d(ovnk_a),
+            floor: fmt_d(floor_a),
+            python: py
+                .as_ref()
+                .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
+            ratio: format!("ovnk/floor {r:.2}×"),
+            target: "≤ 1.20× floor".into(),
+            pass: Some(r <= 1.2),
+        });
+        let build = median(build);
+        build_a = Some((
+            build,
+            (ovnk_a + build).as_secs_f64() / floor_a.as_secs_f64(),
+        ));
+    }
+    if o.phases.contains('b') {
+        // (b) `single` transactions of one port each, sequentially.
+        progress(&format!("(b) {} single-port transactions ...", o.single));
+        let setup = workload::switch_with_ports(workload::SWITCH, 1_000_000, 0);
+        let requests: Vec<Vec<u8>> = (0..o.single)
+            .map(|i| workload::request_bytes(&workload::add_port(i), i as u64))
+            .collect::<Result<_>>()?;
         b.reset()?;
         b.raw_txn(&setup)?;
-        Some(b.python("single", o.single)?)
-    } else {
-        None
-    };
-    let py_b = py.as_ref().map(|p| p.seconds / ovnk_b.as_secs_f64());
-    rows.push(Row {
-        label: format!("(b) {} single-port txns", thousands(o.single)),
-        ovnk: fmt_d(ovnk_b),
-        floor: fmt_d(floor_b),
-        python: py
-            .as_ref()
-            .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
-        ratio: py_b.map_or("-".into(), |r| format!("python/ovnk {r:.1}×")),
-        target: "≥ 2× faster than Python".into(),
-        pass: py_b.map(|r| r >= 2.0),
-    });
-
-    // (c) initial monitor sync of `sync` ports (in switches of 10,000).
-    eprintln!("(c) populating {} ports ...", o.sync);
-    b.reset()?;
-    let per = 10_000.min(o.sync);
-    for k in 0..o.sync.div_ceil(per) {
-        let n = per.min(o.sync - k * per);
-        b.raw_txn(&workload::switch_with_ports(
-            &format!("bench{k}"),
-            k * per,
-            n,
-        ))?;
-    }
-    let _ = b.server.appctl(&["ovsdb-server/compact"]);
-    eprintln!("(c) initial sync ...");
-    let monitor_req = serde_json::to_vec(&serde_json::json!({
-        "id": "m", "method": "monitor_cond_since",
-        "params": [workload::DB, "bench",
-                   {"Logical_Switch": [{}], "Logical_Switch_Port": [{}]},
-                   "00000000-0000-0000-0000-000000000000"]}))?;
-    let (mut floor, mut json_bytes) = (Vec::new(), 0);
-    for _ in 0..o.runs.min(2) {
-        // A fresh connection per run: a monitor id is per connection.
-        let mut conn = RawConn::connect(b.server.socket_path())?;
         let t = Instant::now();
-        json_bytes = conn.round_trip(&monitor_req)?;
-        floor.push(t.elapsed());
-    }
-    let (mut ovnk, mut heap, mut cached) = (Vec::new(), 0isize, 0usize);
-    for _ in 0..o.runs.min(2) {
-        let before = alloc::live_bytes();
-        let t = Instant::now();
+        for r in &requests {
+            b.raw.round_trip(r)?;
+        }
+        let floor_b = t.elapsed();
+        b.reset()?;
+        b.raw_txn(&setup)?;
         let c = rt.block_on(client(
             &b.remote,
             &[LogicalSwitch::TABLE, LogicalSwitchPort::TABLE],
         ))?;
-        ovnk.push(t.elapsed());
-        heap = alloc::live_bytes() - before;
-        cached = c.cache().len(LogicalSwitch::TABLE) + c.cache().len(LogicalSwitchPort::TABLE);
+        let t = Instant::now();
+        rt.block_on(async {
+            for i in 0..o.single {
+                c.transact(&workload::add_port(i)).await?;
+            }
+            Ok::<_, ovsdb::Error>(())
+        })?;
+        let ovnk_b = t.elapsed();
         drop(c);
+        let py = if with_python {
+            b.reset()?;
+            b.raw_txn(&setup)?;
+            Some(b.python("single", o.single)?)
+        } else {
+            None
+        };
+        let py_b = py.as_ref().map(|p| p.seconds / ovnk_b.as_secs_f64());
+        rows.push(Row {
+            label: format!("(b) {} single-port txns", thousands(o.single)),
+            ovnk: fmt_d(ovnk_b),
+            floor: fmt_d(floor_b),
+            python: py
+                .as_ref()
+                .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
+            ratio: py_b.map_or("-".into(), |r| format!("python/ovnk {r:.1}×")),
+            target: "≥ 2× faster than Python".into(),
+            pass: py_b.map(|r| r >= 2.0),
+        });
     }
-    let expected_rows = o.sync + o.sync.div_ceil(per);
-    if cached != expected_rows {
-        bail!("the cache holds {cached} rows, expected {expected_rows}");
+    if o.phases.contains('c') {
+        // (c) initial monitor sync of `sync` ports (in switches of 10,000).
+        progress(&format!("(c) populating {} ports ...", o.sync));
+        b.reset()?;
+        let per = 10_000.min(o.sync);
+        for k in 0..o.sync.div_ceil(per) {
+            let n = per.min(o.sync - k * per);
+            b.raw_txn(&workload::switch_with_ports(
+                &format!("bench{k}"),
+                k * per,
+                n,
+            ))?;
+        }
+        let _ = b.server.appctl(&["ovsdb-server/compact"]);
+        progress("(c) initial sync: floor ...");
+        let monitor_req = serde_json::to_vec(&serde_json::json!({
+            "id": "m", "method": "monitor_cond_since",
+            "params": [workload::DB, "bench",
+                       {"Logical_Switch": [{}], "Logical_Switch_Port": [{}]},
+                       "00000000-0000-0000-0000-000000000000"]}))?;
+        let (mut floor, mut json_bytes) = (Vec::new(), 0);
+        for _ in 0..o.runs.min(2) {
+            // A fresh connection per run: a monitor id is per connection.
+            let mut conn = RawConn::connect(b.server.socket_path())?;
+            let t = Instant::now();
+            json_bytes = conn.round_trip(&monitor_req)?;
+            floor.push(t.elapsed());
+        }
+        progress("(c) initial sync: ovnk ...");
+        let (mut ovnk, mut heap, mut cached) = (Vec::new(), Vec::new(), 0usize);
+        for _ in 0..o.runs.min(2) {
+            let before = alloc::live_bytes();
+            let t = Instant::now();
+            let c = rt.block_on(client(
+                &b.remote,
+                &[LogicalSwitch::TABLE, LogicalSwitchPort::TABLE],
+            ))?;
+            ovnk.push(t.elapsed());
+            heap.push(alloc::live_bytes() - before);
+            cached = c.cache().len(LogicalSwitch::TABLE) + c.cache().len(LogicalSwitchPort::TABLE);
+            drop(c);
+            // Let the connection task see the drop and free the cache before the next run.
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+            let left = alloc::live_bytes() - before;
+            if left > (1 << 20) {
+                eprintln!("note: {left} bytes still allocated after dropping the client");
+            }
+        }
+        heap.sort();
+        let heap = heap[heap.len() / 2];
+        let expected_rows = o.sync + o.sync.div_ceil(per);
+        if cached != expected_rows {
+            bail!("the cache holds {cached} rows, expected {expected_rows}");
+        }
+        progress("(c) initial sync: Python IDL ...");
+        let py = if with_python {
+            Some(b.python("sync", o.sync)?)
+        } else {
+            None
+        };
+        let (ovnk_c, floor_c) = (median(ovnk), median(floor));
+        let py_c = py.as_ref().map(|p| p.seconds / ovnk_c.as_secs_f64());
+        rows.push(Row {
+            label: format!("(c) initial sync, {} rows", thousands(cached)),
+            ovnk: fmt_d(ovnk_c),
+            floor: fmt_d(floor_c),
+            python: py
+                .as_ref()
+                .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
+            ratio: py_c.map_or("-".into(), |r| format!("python/ovnk {r:.1}×")),
+            target: "≥ 2× faster than Python".into(),
+            pass: py_c.map(|r| r >= 2.0),
+        });
+        let per_row = heap as f64 / cached as f64;
+        let json_per_row = json_bytes as f64 / cached as f64;
+        let mem_ratio = per_row / json_per_row;
+        rows.push(Row {
+            label: "    memory per cached row".into(),
+            ovnk: format!("{per_row:.0} B"),
+            floor: format!("{json_per_row:.0} B JSON"),
+            python: py.as_ref().map_or("-".into(), |p| {
+                format!(
+                    "{:.0} B RSS",
+                    p.rss_delta_bytes as f64 / p.rows.max(1) as f64
+                )
+            }),
+            ratio: format!("ovnk/JSON {mem_ratio:.2}×"),
+            target: "≤ 2× the JSON".into(),
+            pass: Some(mem_ratio <= 2.0),
+        });
     }
-    let py = if with_python {
-        Some(b.python("sync", o.sync)?)
-    } else {
-        None
-    };
-    let (ovnk_c, floor_c) = (median(ovnk), median(floor));
-    let py_c = py.as_ref().map(|p| p.seconds / ovnk_c.as_secs_f64());
-    rows.push(Row {
-        label: format!("(c) initial sync, {} rows", thousands(cached)),
-        ovnk: fmt_d(ovnk_c),
-        floor: fmt_d(floor_c),
-        python: py
-            .as_ref()
-            .map_or("-".into(), |p| fmt_d(Duration::from_secs_f64(p.seconds))),
-        ratio: py_c.map_or("-".into(), |r| format!("python/ovnk {r:.1}×")),
-        target: "≥ 2× faster than Python".into(),
-        pass: py_c.map(|r| r >= 2.0),
-    });
-    let per_row = heap as f64 / cached as f64;
-    let json_per_row = json_bytes as f64 / cached as f64;
-    let mem_ratio = per_row / json_per_row;
-    rows.push(Row {
-        label: "    memory per cached row".into(),
-        ovnk: format!("{per_row:.0} B"),
-        floor: format!("{json_per_row:.0} B JSON"),
-        python: py.as_ref().map_or("-".into(), |p| {
-            format!(
-                "{:.0} B RSS",
-                p.rss_delta_bytes as f64 / p.rows.max(1) as f64
-            )
-        }),
-        ratio: format!("ovnk/JSON {mem_ratio:.2}×"),
-        target: "≤ 2× the JSON".into(),
-        pass: Some(mem_ratio <= 2.0),
-    });
-
     let version =
         std::process::Command::new(testkit::find_binary("ovsdb-server").context("ovsdb-server")?)
             .arg("--version")
@@ -379,13 +407,21 @@ fn main() -> Result<()> {
             verdict(r.pass)
         );
     }
+    println!();
+    if let Some((build, r)) = build_a {
+        println!(
+            "(a) ovnk = client.transact() of a prebuilt transaction (schema check, encode, send, \
+             decode the reply);\n    building it from typed models took {} more ({r:.2}× the floor \
+             with it). Floor = the same request bytes, pre-serialized.",
+            fmt_d(build)
+        );
+    }
     println!(
-        "\n(a) ovnk includes building the transaction from typed models ({}); floor = same bytes, \
-         pre-serialized.\n(b) ovnk and Python both monitor Logical_Switch + Logical_Switch_Port while \
-         writing; the floor does not.\n(c) ovnk: connect + schema + monitor_cond_since until the cache \
-         is filled; memory = live heap growth\n    (counting allocator) / rows; JSON = monitor reply bytes / rows; \
-         Python: RSS growth / rows.",
-        fmt_d(build_a)
+        "(b) ovnk and the Python IDL both monitor Logical_Switch + Logical_Switch_Port while \
+         writing; the floor does not.\n\
+         (c) ovnk = connect + get_schema + monitor_cond_since until the cache holds every row. \
+         Memory: live heap growth\n    (counting allocator) / rows; JSON = monitor reply bytes / \
+         rows; Python: RSS growth / rows."
     );
     Ok(())
 }
