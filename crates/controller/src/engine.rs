@@ -33,12 +33,28 @@ pub struct NbCache {
     by_owner: HashMap<Owner, BTreeSet<(String, String)>>,
     /// child uuid → parents (table, uuid, column) holding it in a reference column.
     referrers: HashMap<Uuid, BTreeSet<(String, Uuid, String)>>,
+    /// table → its columns that reference rows (precomputed from the schema).
+    ref_cols: HashMap<String, Vec<String>>,
 }
 
 impl NbCache {
     /// `controller`: this controller's owner name (`default-network-controller`).
     pub fn new(schema: DatabaseSchema, controller: &str) -> Self {
+        let ref_cols = schema
+            .tables
+            .iter()
+            .map(|(name, t)| {
+                let cols = t
+                    .columns
+                    .iter()
+                    .filter(|(_, c)| c.ty.key.ref_table.is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                (name.clone(), cols)
+            })
+            .collect();
         NbCache {
+            ref_cols,
             schema,
             controller: controller.to_string(),
             tables: HashMap::new(),
@@ -102,17 +118,7 @@ impl NbCache {
     }
 
     fn ref_cols(&self, table: &str) -> Vec<String> {
-        self.schema
-            .tables
-            .get(table)
-            .map(|t| {
-                t.columns
-                    .iter()
-                    .filter(|(_, c)| c.ty.key.ref_table.is_some())
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.ref_cols.get(table).cloned().unwrap_or_default()
     }
 
     fn index(&mut self, table: &str, uuid: Uuid, row: &Row) {
