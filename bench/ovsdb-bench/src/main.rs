@@ -240,27 +240,32 @@ fn main() -> Result<()> {
         let requests: Vec<Vec<u8>> = (0..o.single)
             .map(|i| workload::request_bytes(&workload::add_port(i), i as u64))
             .collect::<Result<_>>()?;
-        b.reset()?;
-        b.raw_txn(&setup)?;
-        let t = Instant::now();
-        for r in &requests {
-            b.raw.round_trip(r)?;
-        }
-        let floor_b = t.elapsed();
-        b.reset()?;
-        b.raw_txn(&setup)?;
         let c = rt.block_on(client(
             &b.remote,
             &[LogicalSwitch::TABLE, LogicalSwitchPort::TABLE],
         ))?;
-        let t = Instant::now();
-        rt.block_on(async {
-            for i in 0..o.single {
-                c.transact(&workload::add_port(i)).await?;
+        let (mut floor, mut ovnk) = (Vec::new(), Vec::new());
+        for _ in 0..o.runs {
+            b.reset()?;
+            b.raw_txn(&setup)?;
+            let t = Instant::now();
+            for r in &requests {
+                b.raw.round_trip(r)?;
             }
-            Ok::<_, ovsdb::Error>(())
-        })?;
-        let ovnk_b = t.elapsed();
+            floor.push(t.elapsed());
+
+            b.reset()?;
+            b.raw_txn(&setup)?;
+            let t = Instant::now();
+            rt.block_on(async {
+                for i in 0..o.single {
+                    c.transact(&workload::add_port(i)).await?;
+                }
+                Ok::<_, ovsdb::Error>(())
+            })?;
+            ovnk.push(t.elapsed());
+        }
+        let (floor_b, ovnk_b) = (median(floor), median(ovnk));
         drop(c);
         let py = if with_python {
             b.reset()?;
@@ -303,16 +308,16 @@ fn main() -> Result<()> {
                        {"Logical_Switch": [{}], "Logical_Switch_Port": [{}]},
                        "00000000-0000-0000-0000-000000000000"]}))?;
         let (mut floor, mut json_bytes) = (Vec::new(), 0);
+        let (mut ovnk, mut heap, mut cached) = (Vec::new(), Vec::new(), 0usize);
         for _ in 0..o.runs.min(2) {
             // A fresh connection per run: a monitor id is per connection.
             let mut conn = RawConn::connect(b.server.socket_path())?;
             let t = Instant::now();
             json_bytes = conn.round_trip(&monitor_req)?;
             floor.push(t.elapsed());
-        }
-        progress("(c) initial sync: ovnk ...");
-        let (mut ovnk, mut heap, mut cached) = (Vec::new(), Vec::new(), 0usize);
-        for _ in 0..o.runs.min(2) {
+            drop(conn);
+
+            progress("(c) initial sync: ovnk ...");
             let before = alloc::live_bytes();
             let t = Instant::now();
             let c = rt.block_on(client(
