@@ -346,6 +346,48 @@ impl Client {
         }
     }
 
+    /// Commits `txn`, deciding by the cache whether an attempt whose outcome is unknown took
+    /// effect: after a lost connection it waits for the reconnect and resync, then asks
+    /// `committed(cache)` (e.g. "a port named X exists"); only if that says no is the
+    /// transaction sent again. Returns `Some(results)` from the attempt that answered, or
+    /// `None` when the cache showed an earlier attempt had committed.
+    pub async fn transact_checked<F>(
+        &self,
+        txn: &Transaction,
+        attempts: usize,
+        committed: F,
+    ) -> Result<Option<Vec<OpResult>>, Error>
+    where
+        F: Fn(&Cache) -> bool,
+    {
+        let mut delay = self.h.shared.cfg.backoff_min;
+        let mut last = Error::NotConnected("no attempt made".into());
+        let mut unknown = false;
+        for _ in 0..attempts.max(1) {
+            if unknown {
+                // `live()` only yields a connection whose monitor has synced the cache.
+                self.live().await?;
+                if committed(self.cache()) {
+                    return Ok(None);
+                }
+            }
+            match self.transact(txn).await {
+                Ok(r) => return Ok(Some(r)),
+                Err(e) if e.is_transient() => {
+                    unknown |= matches!(
+                        e,
+                        Error::OutcomeUnknown(_) | Error::Rpc(RpcError::ConnectionLost(_))
+                    ) || matches!(&e, Error::Txn(t) if t.kind() == Some(&ErrorKind::Cluster));
+                    last = e;
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(self.h.shared.cfg.backoff_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
     /// Retries a transaction on transient errors (connection lost / outcome unknown, not
     /// connected, Raft leader changes) up to `attempts` times.
     ///

@@ -651,3 +651,75 @@ async fn in_flight_transaction_reports_outcome_unknown() {
         .unwrap();
     assert!(matches!(r, Err(ovsdb::Error::OutcomeUnknown(_))), "{r:?}");
 }
+
+/// `transact_checked`: after "outcome unknown" the cache decides whether to send again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_unknown_is_settled_by_the_cache() {
+    if !have_tools("outcome_unknown_is_settled_by_the_cache") {
+        return;
+    }
+    for committed_while_away in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut srv = Server::standalone(dir.path(), NB_SCHEMA);
+        let c = nb_client(srv.remote()).await;
+        // Blocks on the server until a switch named "gate" exists, then inserts "payload".
+        let mut t = Transaction::new("OVN_Northbound");
+        t.wait(
+            "Logical_Switch",
+            vec![Condition::eq("name", "gate")],
+            vec!["name".into()],
+            WaitUntil::NotEqual,
+            vec![],
+            Some(10_000),
+        )
+        .insert("Logical_Switch", row(&[("name", "payload".into())]));
+        let has = |name: &'static str| {
+            move |cache: &ovsdb::Cache| {
+                cache
+                    .table_rows("Logical_Switch")
+                    .iter()
+                    .any(|(_, r)| r.get("name").and_then(Value::as_str) == Some(name))
+            }
+        };
+        let c2 = c.clone();
+        let t2 = t.clone();
+        let h = tokio::spawn(async move { c2.transact_checked(&t2, 5, has("payload")).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        srv.kill();
+        let mut ops = vec![
+            serde_json::json!({"op": "insert", "table": "Logical_Switch", "row": {"name": "gate"}}),
+        ];
+        if committed_while_away {
+            ops.push(serde_json::json!({"op": "insert", "table": "Logical_Switch", "row": {"name": "payload"}}));
+        }
+        let mut q = vec![serde_json::json!("OVN_Northbound")];
+        q.extend(ops);
+        let out = std::process::Command::new("ovsdb-tool")
+            .arg("transact")
+            .arg(&srv.db)
+            .arg(serde_json::Value::Array(q).to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        srv.start();
+        let r = tokio::time::timeout(Duration::from_secs(20), h)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // Committed while away: not sent again (None); otherwise sent again and answered.
+        assert_eq!(r.is_none(), committed_while_away);
+        let rows = witness_select(&srv.sock, "OVN_Northbound", "Logical_Switch");
+        let payloads = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "payload")
+            .count();
+        assert_eq!(payloads, 1, "applied exactly once");
+    }
+}
