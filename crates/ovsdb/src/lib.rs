@@ -26,6 +26,17 @@
 //! * [`client`] — [`Client`]: remotes, TLS, leader-only mode, reconnect with backoff and
 //!   jitter, monitor resume (`monitor_cond_since`) or resync-by-diff, transactions.
 //!
+//! Semantics callers rely on (details in the crate README):
+//! * `Client::transact` checks every operation against the live schema first
+//!   ([`Error::Schema`] names table and column), returns one [`OpResult`] per operation or a
+//!   typed [`TxnError`], and returns only once the cache shows the commit (read-your-writes).
+//! * A request in flight when the connection drops fails with [`Error::OutcomeUnknown`]; the
+//!   caller decides: `transact_retry` for guarded (idempotent) transactions, or
+//!   `transact_checked` which asks the resynced cache whether the first attempt took effect.
+//! * Cache rows omit default-valued columns and keep columns unknown to the models; events
+//!   go to every subscriber's unbounded channel, in cache order, and after a reconnect only
+//!   for rows that really changed.
+//!
 //! ```
 //! use ovsdb::{Value, Atom};
 //! let v: Value = serde_json::from_str(r#"["map",[["b","2"],["a","1"]]]"#).unwrap();

@@ -129,6 +129,34 @@ proptest! {
         }
     }
 
+    /// update2 "modify" diffs, computed the way ovsdb-server does, turn the old value into the
+    /// new one: sets by symmetric difference, maps per key.
+    #[test]
+    fn modify_diffs_reproduce_the_new_value(
+        a in prop::collection::btree_set(0i64..20, 0..10),
+        b in prop::collection::btree_set(0i64..20, 0..10),
+        m1 in prop::collection::btree_map(0i64..10, 0i64..3, 0..8),
+        m2 in prop::collection::btree_map(0i64..10, 0i64..3, 0..8),
+    ) {
+        let diff = Value::set(a.symmetric_difference(&b).copied());
+        prop_assert_eq!(Value::set(a.iter().copied()).apply_diff(&diff), Value::set(b.iter().copied()));
+        let mut d = Vec::new();
+        for (k, v) in &m1 {
+            match m2.get(k) {
+                None => d.push((*k, *v)),
+                Some(v2) if v2 != v => d.push((*k, *v2)),
+                _ => {}
+            }
+        }
+        for (k, v) in &m2 {
+            if !m1.contains_key(k) {
+                d.push((*k, *v));
+            }
+        }
+        let old = Value::map(m1.iter().map(|(k, v)| (*k, *v)));
+        prop_assert_eq!(old.apply_diff(&Value::map(d)), Value::map(m2.iter().map(|(k, v)| (*k, *v))));
+    }
+
     /// Truncating a valid message never yields a frame.
     #[test]
     fn truncated_messages_wait_for_more(v in arb_value(), cut in 0usize..1000) {
