@@ -171,3 +171,84 @@ fn an_older_server_lacking_columns_is_a_clear_start_up_error() {
         assert!(msg.contains(want), "{msg:?} does not name {want}");
     }
 }
+
+/// What ovnk does at start-up: connect with the models it uses; a mismatch is fatal.
+async fn connect_with_models(remote: &str) -> Result<ovsdb::Client, ovsdb::Error> {
+    let mut cfg = ovsdb::ClientConfig::new(vec![remote.parse().expect("remote")], NB);
+    cfg.models = nb::TABLES.to_vec();
+    cfg.monitor_tables = Some(vec!["ACL".into(), "Port_Group".into()]);
+    cfg.connect_timeout = std::time::Duration::from_secs(20);
+    ovsdb::Client::connect(cfg).await
+}
+
+#[tokio::test]
+async fn the_client_refuses_an_older_server_at_connect_naming_what_is_missing() {
+    if !have_ovsdb() {
+        return;
+    }
+    let server =
+        OvsdbServer::start(path("tests/fixtures/ovn-nb-5.35.1.ovsschema")).expect("server");
+    let err = match connect_with_models(&server.remote()).await {
+        Ok(_) => panic!("connected to a server lacking columns the models use"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, ovsdb::Error::SchemaMismatch(_)), "{err:?}");
+    let msg = err.to_string();
+    for want in [
+        "Static_MAC_Binding",
+        "Copp.name",
+        "Logical_Switch_Port.mirror_rules",
+    ] {
+        assert!(msg.contains(want), "{msg:?} does not name {want}");
+    }
+}
+
+#[tokio::test]
+async fn the_client_accepts_a_newer_server_and_its_cache_yields_typed_rows() {
+    if !have_ovsdb() {
+        return;
+    }
+    let server =
+        OvsdbServer::start(path("tests/fixtures/ovn-nb-7.18.0.ovsschema")).expect("server");
+    let client = connect_with_models(&server.remote())
+        .await
+        .expect("a newer server is accepted");
+    let mut txn = ovsdb::Transaction::new(NB);
+    let acl = nb::Acl {
+        priority: 10,
+        direction: nb::AclDirection::FromLport,
+        match_: "1".into(),
+        action: nb::AclAction::Other("pass".into()),
+        extra: [("tier".to_string(), Value::from(3i64))].into(),
+        ..Default::default()
+    };
+    txn.insert_named("ACL", "a", acl.to_insert_row());
+    let pg = nb::PortGroup {
+        name: "pg".into(),
+        ..Default::default()
+    };
+    let mut row = pg.to_insert_row();
+    row.insert("acls".into(), Value::set([Atom::NamedUuid("a".into())]));
+    txn.insert("Port_Group", row);
+    client
+        .transact(&txn)
+        .await
+        .expect("insert through the client");
+
+    // The monitor delivers the row; the typed view keeps the newer server's value and column.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let acls = loop {
+        let acls: Vec<nb::Acl> = client.cache().rows().expect("typed rows");
+        if !acls.is_empty() || std::time::Instant::now() > deadline {
+            break acls;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(acls.len(), 1);
+    assert_eq!(acls[0].action, nb::AclAction::Other("pass".into()));
+    assert_eq!(
+        acls[0].extra.get("tier"),
+        Some(&Value::Atom(Atom::Integer(3)))
+    );
+    assert_eq!(acls[0].priority, 10);
+}
