@@ -146,3 +146,40 @@ fn ovn_central_runs_northd_between_nb_and_sb() {
     );
     assert_eq!(central.northd_problems(), Vec::<String>::new());
 }
+
+#[test]
+fn raft_over_tcp_and_cleanup_after_a_panic() {
+    if !testkit::require_env(&["ovsdb-server", "ovsdb-tool", "ovs-appctl", OVN_NB_SCHEMA]) {
+        return;
+    }
+    let mut pids = Vec::new();
+    let mut dir = None;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut cluster = RaftCluster::start_with(OVN_NB_SCHEMA, 3, testkit::RaftTransport::Tcp)
+            .expect("cluster");
+        let leader = cluster.leader().expect("leader");
+        let status = cluster.status(leader).expect("status");
+        assert!(status.contains("tcp:127.0.0.1:"), "{status}");
+        dir = Some(cluster.member_dir(0));
+        for i in 0..cluster.len() {
+            let sock = cluster.member(i).socket_path().to_path_buf();
+            let r = call(&sock, "list_dbs", serde_json::json!([]));
+            assert!(r["result"].to_string().contains("OVN_Northbound"), "{r}");
+        }
+        pids = (0..3)
+            .map(|i| std::fs::read_to_string(cluster.member_dir(i).join("ovsdb-server.pid")))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("pidfiles")
+            .iter()
+            .map(|p| p.trim().parse::<u32>().expect("pid"))
+            .collect();
+        panic!("a test failing while the cluster runs");
+    }));
+    assert!(r.is_err());
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(!pid_alive(pid), "member {pid} survived the panic");
+    }
+    let dir = dir.expect("dir");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
