@@ -217,7 +217,10 @@ impl Client {
         if cfg.remotes.is_empty() {
             return Err(Error::Config("no remotes".into()));
         }
-        let needs_tls = cfg.remotes.iter().any(|r| matches!(r, Remote::Ssl(_)));
+        let needs_tls = cfg
+            .remotes
+            .iter()
+            .any(|r| matches!(r, Remote::Ssl(_) | Remote::SslHost { .. }));
         let tls = match (&cfg.tls, needs_tls) {
             (Some(t), _) => Some(t.client_config().map_err(|e| Error::Tls(Arc::new(e)))?),
             (None, true) => {

@@ -20,6 +20,16 @@ pub enum Remote {
     Unix(PathBuf),
     Tcp(SocketAddr),
     Ssl(SocketAddr),
+    /// `tcp:HOST:PORT` with a host name, resolved at each connect.
+    TcpHost {
+        host: String,
+        port: u16,
+    },
+    /// `ssl:HOST:PORT` with a host name, resolved at each connect.
+    SslHost {
+        host: String,
+        port: u16,
+    },
 }
 
 /// A remote string that could not be parsed.
@@ -40,15 +50,36 @@ impl FromStr for Remote {
         let (kind, rest) = s
             .split_once(':')
             .ok_or_else(|| err("expected unix:PATH, tcp:IP:PORT or ssl:IP:PORT"))?;
-        let addr = |rest: &str| -> Result<SocketAddr, RemoteParseError> {
-            rest.parse::<SocketAddr>()
-                .map_err(|_| err("expected IP:PORT (IPv6 as [addr]:port)"))
+        // IP:PORT, or HOST:PORT with a DNS-like host name.
+        let addr = |rest: &str| -> Result<Result<SocketAddr, (String, u16)>, RemoteParseError> {
+            if let Ok(a) = rest.parse::<SocketAddr>() {
+                return Ok(Ok(a));
+            }
+            let bad = || err("expected IP:PORT or HOST:PORT (IPv6 as [addr]:port)");
+            let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            let host_ok = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if !host_ok {
+                return Err(bad());
+            }
+            Ok(Err((host.to_owned(), port)))
         };
         match kind {
             "unix" if !rest.is_empty() => Ok(Remote::Unix(PathBuf::from(rest))),
             "unix" => Err(err("empty socket path")),
-            "tcp" => Ok(Remote::Tcp(addr(rest)?)),
-            "ssl" => Ok(Remote::Ssl(addr(rest)?)),
+            "tcp" => Ok(match addr(rest)? {
+                Ok(a) => Remote::Tcp(a),
+                Err((host, port)) => Remote::TcpHost { host, port },
+            }),
+            "ssl" => Ok(match addr(rest)? {
+                Ok(a) => Remote::Ssl(a),
+                Err((host, port)) => Remote::SslHost { host, port },
+            }),
             _ => Err(err("unknown remote type (expected unix:, tcp: or ssl:)")),
         }
     }
@@ -60,6 +91,8 @@ impl fmt::Display for Remote {
             Remote::Unix(p) => write!(f, "unix:{}", p.display()),
             Remote::Tcp(a) => write!(f, "tcp:{a}"),
             Remote::Ssl(a) => write!(f, "ssl:{a}"),
+            Remote::TcpHost { host, port } => write!(f, "tcp:{host}:{port}"),
+            Remote::SslHost { host, port } => write!(f, "ssl:{host}:{port}"),
         }
     }
 }
@@ -215,21 +248,41 @@ impl Stream {
                 Ok(Stream::Tcp(s))
             }
             Remote::Ssl(a) => {
-                let cfg = tls.ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("ssl:{a} needs --private-key, --certificate and --ca-cert"),
-                    )
-                })?;
                 let s = TcpStream::connect(a).await?;
+                Self::tls(s, ServerName::IpAddress(a.ip().into()), remote, tls).await
+            }
+            Remote::TcpHost { host, port } => {
+                let s = TcpStream::connect((host.as_str(), *port)).await?;
                 s.set_nodelay(true)?;
-                let name = ServerName::IpAddress(a.ip().into());
-                let c = tokio_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, s)
-                    .await?;
-                Ok(Stream::Tls(Box::new(c)))
+                Ok(Stream::Tcp(s))
+            }
+            Remote::SslHost { host, port } => {
+                let s = TcpStream::connect((host.as_str(), *port)).await?;
+                let name = ServerName::try_from(host.clone()).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
+                })?;
+                Self::tls(s, name, remote, tls).await
             }
         }
+    }
+
+    async fn tls(
+        s: TcpStream,
+        name: ServerName<'static>,
+        remote: &Remote,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Stream> {
+        let cfg = tls.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{remote} needs --private-key, --certificate and --ca-cert"),
+            )
+        })?;
+        s.set_nodelay(true)?;
+        let c = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, s)
+            .await?;
+        Ok(Stream::Tls(Box::new(c)))
     }
 }
 

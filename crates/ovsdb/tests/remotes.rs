@@ -92,6 +92,12 @@ async fn tcp_and_ssl_remotes() {
     cfg.connect_timeout = Duration::from_secs(10);
     let c = Client::connect(cfg).await.expect("tcp connect");
     roundtrip(&c).await;
+    // tcp: with a host name
+    let remote: Remote = format!("tcp:localhost:{tcp}").parse().unwrap();
+    let c = Client::connect(ClientConfig::new(vec![remote], "OVN_Northbound"))
+        .await
+        .expect("tcp:localhost connect");
+    assert_eq!(c.cache().len("Logical_Switch"), 1);
 
     // ssl: with a certificate from the server's CA
     let remote: Remote = format!("ssl:127.0.0.1:{ssl}").parse().unwrap();
@@ -144,7 +150,29 @@ fn remote_strings() {
         "ssl:[::1]:6641".parse::<Remote>().unwrap().to_string(),
         "ssl:[::1]:6641"
     );
-    for bad in ["", "unix:", "tcp:1.2.3.4", "udp:1.2.3.4:5", "tcp:host:1"] {
+    assert_eq!(
+        "ssl:ovnkube-db.ovn-kubernetes.svc:9641"
+            .parse::<Remote>()
+            .unwrap(),
+        Remote::SslHost {
+            host: "ovnkube-db.ovn-kubernetes.svc".into(),
+            port: 9641
+        }
+    );
+    assert_eq!(
+        "tcp:localhost:6641".parse::<Remote>().unwrap().to_string(),
+        "tcp:localhost:6641"
+    );
+    for bad in [
+        "",
+        "unix:",
+        "tcp:1.2.3.4",
+        "udp:1.2.3.4:5",
+        "tcp:bad_host!:1",
+        "tcp:host:99999",
+        "tcp:1.2.3:5",
+        "ssl::5",
+    ] {
         let e = bad.parse::<Remote>().unwrap_err();
         assert!(e.to_string().contains(bad), "{e}");
     }
