@@ -7,7 +7,7 @@ use crate::patch;
 use crate::registry::{Behavior, Registry, ResourceDef};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::services::ServiceNet;
-use crate::store::{scan, Store};
+use crate::store::{scan, scan_after, Store};
 use crate::table;
 use crate::tls::token_eq;
 use crate::util::meta_str;
@@ -16,7 +16,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -194,6 +194,30 @@ fn route(reg: &Registry, path: &str) -> ApiResult<Route> {
     Ok(Route::Resource(target))
 }
 
+/// Reads the body up to `max` bytes. A larger body is drained (up to a bound) and answered
+/// 413: answering before the client has finished sending would break its pipe instead.
+async fn read_body(mut body: Incoming, max: usize) -> ApiResult<Bytes> {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= max {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > max {
+        return Err(ApiError::too_large(max));
+    }
+    Ok(buf.freeze())
+}
+
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     let Some(h) = req.headers().get(header::AUTHORIZATION) else {
         return false;
@@ -237,28 +261,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let content_type = hdr(header::CONTENT_TYPE);
     let method = req.method().clone();
     tracing::debug!(%method, uri = %req.uri(), accept, content_type, "request");
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > app.max_body {
-            return error_response(&ApiError::too_large(app.max_body));
-        }
-    }
-    let body = match Limited::new(req.into_body(), app.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return error_response(&ApiError::too_large(app.max_body));
-            }
-            return error_response(&ApiError::bad_request(format!(
-                "reading the request body: {e}"
-            )));
-        }
+    let body = match read_body(req.into_body(), app.max_body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
     };
     let r = Req {
         method,
@@ -663,38 +668,31 @@ async fn list(app: &Arc<App>, t: &Target, def: &ResourceDef, r: &Req) -> ApiResu
         .map(decode_continue)
         .transpose()?;
     let ns = t.ns.clone();
+    let unfiltered = labels.is_empty() && fields.is_empty();
     let (items, rv, next, remaining) = app.store.read(|st| {
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut remaining = 0usize;
-        for v in scan(st, t.res, ns.as_deref()) {
-            if let Some((sn, sname)) = &start {
-                let key = (
-                    meta_str(v, "namespace").unwrap_or(""),
-                    meta_str(v, "name").unwrap_or(""),
-                );
-                if key <= (sn.as_str(), sname.as_str()) {
-                    continue;
-                }
-            }
-            if !(labels.matches(v) && fields.matches(v)) {
-                continue;
-            }
-            if limit > 0 && items.len() >= limit {
-                remaining += 1;
+        let mut items: Vec<Arc<Value>> = Vec::new();
+        let mut last_key = None;
+        let mut iter = scan_after(st, t.res, ns.as_deref(), start.as_ref());
+        for (key, v) in iter.by_ref() {
+            if !(unfiltered || (labels.matches(v) && fields.matches(v))) {
                 continue;
             }
             items.push(v.clone());
-        }
-        if remaining > 0 {
-            if let Some(last) = items.last() {
-                next = Some(encode_continue(
-                    st.rv,
-                    meta_str(last, "namespace").unwrap_or(""),
-                    meta_str(last, "name").unwrap_or(""),
-                ));
+            last_key = Some(key);
+            if limit > 0 && items.len() >= limit {
+                break;
             }
         }
+        // What is left: without selectors a plain count over the index, no object reads.
+        let remaining = if unfiltered {
+            iter.count()
+        } else {
+            iter.filter(|(_, v)| labels.matches(v) && fields.matches(v))
+                .count()
+        };
+        let next = last_key
+            .filter(|_| remaining > 0)
+            .map(|(n, name)| encode_continue(st.rv, n, name));
         (items, st.rv, next, remaining)
     });
     let mut meta = Map::new();

@@ -19,6 +19,7 @@ mod discovery;
 mod error;
 mod objects;
 mod patch;
+mod proto;
 mod registry;
 mod selector;
 mod server;

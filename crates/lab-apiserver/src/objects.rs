@@ -34,15 +34,11 @@ pub struct Ctx<'a> {
 
 /// Decodes a request body: JSON, or YAML for `*yaml` content types.
 pub fn decode_body(body: &[u8], content_type: &str, what: &str) -> ApiResult<Value> {
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
-        // kubectl's typed generators (`create namespace`, `create configmap`) send protobuf;
-        // only JSON and YAML are spoken here.
-        let mut e = ApiError::unsupported_media_type(content_type);
-        e.message = format!(
-            "415: Unsupported Media Type {content_type:?}: the lab API server accepts JSON and YAML \
-             bodies only (use `kubectl create -f`/`apply -f`)"
-        );
-        return Err(e);
+    if content_type.contains("protobuf") {
+        return crate::proto::decode(body);
+    }
+    if content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
     }
     let v: Value = if content_type.contains("yaml") {
         let text = std::str::from_utf8(body)

@@ -513,21 +513,38 @@ pub fn scan<'a>(
     res: usize,
     ns: Option<&str>,
 ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
+    Box::new(scan_after(st, res, ns, None).map(|(_, v)| v))
+}
+
+/// Like [`scan`], starting after `after` (a continue key): a page costs O(log n + page), not
+/// a walk from the first object.
+pub fn scan_after<'a>(
+    st: &'a State,
+    res: usize,
+    ns: Option<&str>,
+    after: Option<&Key>,
+) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
+    use std::ops::Bound;
     let Some(map) = st.objects.get(res) else {
         return Box::new(std::iter::empty());
     };
-    match ns {
-        None => Box::new(map.values()),
-        Some(ns) => {
-            let lo = (ns.to_string(), String::new());
-            let ns_owned = ns.to_string();
-            Box::new(
-                map.range(lo..)
-                    .take_while(move |((n, _), _)| *n == ns_owned)
-                    .map(|(_, v)| v),
-            )
+    let lo = match (after, ns) {
+        (Some(k), _) => Bound::Excluded(k.clone()),
+        (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+        (None, None) => Bound::Unbounded,
+    };
+    // The upper bound makes the range stop at the namespace's end without comparing keys
+    // (namespace names never contain NUL), so counting what is left costs no object reads.
+    let hi = match ns {
+        Some(ns) => Bound::Excluded((format!("{ns}\u{0}"), String::new())),
+        None => Bound::Unbounded,
+    };
+    if let (Bound::Excluded(a) | Bound::Included(a), Bound::Excluded(b)) = (&lo, &hi) {
+        if a >= b {
+            return Box::new(std::iter::empty());
         }
     }
+    Box::new(map.range((lo, hi)))
 }
 
 fn writer_loop(

@@ -260,6 +260,35 @@ async fn kubectl_end_to_end() -> TestResult {
         "endpointslice.discovery.k8s.io/s1-abc created"
     );
 
+    // Typed generators send protobuf: namespace, configmap, serviceaccount.
+    assert_eq!(
+        k.ok(&["create", "namespace", "gen"]).await?.trim(),
+        "namespace/gen created"
+    );
+    assert_eq!(
+        k.ok(&[
+            "-n",
+            "gen",
+            "create",
+            "configmap",
+            "cm1",
+            "--from-literal=a=b"
+        ])
+        .await?
+        .trim(),
+        "configmap/cm1 created"
+    );
+    let data = k
+        .ok(&["-n", "gen", "get", "cm", "cm1", "-o", "jsonpath={.data.a}"])
+        .await?;
+    assert_eq!(data, "b");
+    assert_eq!(
+        k.ok(&["-n", "gen", "create", "serviceaccount", "sa1"])
+            .await?
+            .trim(),
+        "serviceaccount/sa1 created"
+    );
+
     // Namespaces: apply, use, delete (contents go with it).
     let ns = write(
         dir.path(),
