@@ -179,6 +179,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
 
     let mut build_a = None;
+    let mut bare_b = None;
     if o.phases.contains('a') {
         // (a) one transaction with `bulk` ports.
         progress(&format!(
@@ -244,8 +245,21 @@ fn main() -> Result<()> {
             &b.remote,
             &[LogicalSwitch::TABLE, LogicalSwitchPort::TABLE],
         ))?;
-        let (mut floor, mut ovnk) = (Vec::new(), Vec::new());
+        // The same client work without a monitor: how much of (b) is applying own updates.
+        let bare = rt.block_on(client(&b.remote, &[]))?;
+        let (mut floor, mut ovnk, mut ovnk_bare) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..o.runs {
+            b.reset()?;
+            b.raw_txn(&setup)?;
+            let t = Instant::now();
+            rt.block_on(async {
+                for i in 0..o.single {
+                    bare.transact(&workload::add_port(i)).await?;
+                }
+                Ok::<_, ovsdb::Error>(())
+            })?;
+            ovnk_bare.push(t.elapsed());
+
             b.reset()?;
             b.raw_txn(&setup)?;
             let t = Instant::now();
@@ -265,7 +279,9 @@ fn main() -> Result<()> {
             })?;
             ovnk.push(t.elapsed());
         }
+        drop(bare);
         let (floor_b, ovnk_b) = (median(floor), median(ovnk));
+        bare_b = Some(median(ovnk_bare));
         drop(c);
         let py = if with_python {
             b.reset()?;
@@ -421,9 +437,15 @@ fn main() -> Result<()> {
             fmt_d(build)
         );
     }
+    if let Some(bare) = bare_b {
+        println!(
+            "(b) ovnk and the Python IDL both monitor Logical_Switch + Logical_Switch_Port while \
+             writing; the floor does not.\n    The same ovnk client without a monitor: {}.",
+            fmt_d(bare)
+        );
+    }
     println!(
-        "(b) ovnk and the Python IDL both monitor Logical_Switch + Logical_Switch_Port while \
-         writing; the floor does not.\n\
+        "\
          (c) ovnk = connect + get_schema + monitor_cond_since until the cache holds every row. \
          Memory: live heap growth\n    (counting allocator) / rows; JSON = monitor reply bytes / \
          rows; Python: RSS growth / rows."
