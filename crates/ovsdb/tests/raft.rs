@@ -64,7 +64,7 @@ fn cluster(d: &Path) -> Vec<Server> {
             &format!("unix:{}", p("r1.raft")),
         ]);
     }
-    (1..=3)
+    let servers: Vec<Server> = (1..=3)
         .map(|i| {
             Server::with_db(
                 d,
@@ -74,7 +74,33 @@ fn cluster(d: &Path) -> Vec<Server> {
                 vec![],
             )
         })
-        .collect()
+        .collect();
+    // Joining takes a moment; a test that removes a member before the others joined would
+    // leave no quorum. ovs-appctl is only the test's witness here.
+    let t0 = std::time::Instant::now();
+    for s in &servers {
+        loop {
+            let out = Command::new("ovs-appctl")
+                .arg("-t")
+                .arg(s.sock.with_extension("ctl"))
+                .args(["cluster/status", "OVN_Northbound"])
+                .output()
+                .expect("ovs-appctl");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("Status: cluster member")
+                && text.contains("Leader: ")
+                && !text.contains("Leader: unknown")
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "cluster did not form:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    servers
 }
 
 fn leader_cfg(remotes: Vec<ovsdb::Remote>) -> ClientConfig {
@@ -115,10 +141,32 @@ async fn raft_client_follows_leader_change() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eventually(15, "client on a new leader", || {
-        c.current_remote().is_some_and(|r| r != old)
-    })
-    .await;
+    let t0 = std::time::Instant::now();
+    while c.current_remote().is_none_or(|r| r == old) {
+        if t0.elapsed() > Duration::from_secs(15) {
+            let mut diag = format!(
+                "still on {:?} (old leader {old}), connects {}\n",
+                c.current_remote(),
+                c.connect_count()
+            );
+            for s in &servers {
+                let out = Command::new("ovs-appctl")
+                    .arg("-t")
+                    .arg(s.sock.with_extension("ctl"))
+                    .args(["cluster/status", "OVN_Northbound"])
+                    .output()
+                    .unwrap();
+                diag.push_str(&format!(
+                    "{}: {}{}\n",
+                    s.sock.display(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            panic!("client did not move to a new leader:\n{diag}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.transact_retry(&guarded_insert("after"), 50)
         .await
         .unwrap();
