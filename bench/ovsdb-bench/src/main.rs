@@ -60,6 +60,7 @@ fn parse_args() -> Result<Opts> {
             }
         }
     }
+    o.runs = o.runs.max(1);
     Ok(o)
 }
 
