@@ -47,7 +47,7 @@ pub fn switch_with_ports(name: &str, first: usize, n: usize) -> Transaction {
         ..Default::default()
     };
     let mut row = ls.to_insert_row();
-    row.insert("ports".into(), Value::set(refs));
+    row.insert(LogicalSwitch::COL_PORTS.into(), Value::set(refs));
     txn.insert(LogicalSwitch::TABLE, row);
     txn
 }
@@ -58,7 +58,7 @@ pub fn add_port(i: usize) -> Transaction {
     txn.insert_named(LogicalSwitchPort::TABLE, "p", port(i).to_insert_row());
     txn.mutate(
         LogicalSwitch::TABLE,
-        vec![Condition::eq("name", SWITCH)],
+        vec![Condition::eq(LogicalSwitch::COL_NAME, SWITCH)],
         vec![Mutation::insert(
             "ports",
             Value::set([Atom::NamedUuid("p".into())]),

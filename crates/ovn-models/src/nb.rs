@@ -184,6 +184,29 @@ impl Model for Acl {
 }
 
 impl Acl {
+    /// Column `action`.
+    pub const COL_ACTION: &'static str = "action";
+    /// Column `direction`.
+    pub const COL_DIRECTION: &'static str = "direction";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `label`.
+    pub const COL_LABEL: &'static str = "label";
+    /// Column `log`.
+    pub const COL_LOG: &'static str = "log";
+    /// Column `match`.
+    pub const COL_MATCH: &'static str = "match";
+    /// Column `meter`.
+    pub const COL_METER: &'static str = "meter";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+    /// Column `severity`.
+    pub const COL_SEVERITY: &'static str = "severity";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -273,6 +296,13 @@ impl Model for AddressSet {
 }
 
 impl AddressSet {
+    /// Column `addresses`.
+    pub const COL_ADDRESSES: &'static str = "addresses";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -363,6 +393,23 @@ impl Model for Bfd {
 }
 
 impl Bfd {
+    /// Column `detect_mult`.
+    pub const COL_DETECT_MULT: &'static str = "detect_mult";
+    /// Column `dst_ip`.
+    pub const COL_DST_IP: &'static str = "dst_ip";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `min_rx`.
+    pub const COL_MIN_RX: &'static str = "min_rx";
+    /// Column `min_tx`.
+    pub const COL_MIN_TX: &'static str = "min_tx";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -443,6 +490,13 @@ impl Model for ChassisTemplateVar {
 }
 
 impl ChassisTemplateVar {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `variables`.
+    pub const COL_VARIABLES: &'static str = "variables";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -528,6 +582,21 @@ impl Model for Connection {
 }
 
 impl Connection {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `inactivity_probe`.
+    pub const COL_INACTIVITY_PROBE: &'static str = "inactivity_probe";
+    /// Column `is_connected`.
+    pub const COL_IS_CONNECTED: &'static str = "is_connected";
+    /// Column `max_backoff`.
+    pub const COL_MAX_BACKOFF: &'static str = "max_backoff";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `target`.
+    pub const COL_TARGET: &'static str = "target";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -605,6 +674,13 @@ impl Model for Copp {
 }
 
 impl Copp {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `meters`.
+    pub const COL_METERS: &'static str = "meters";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -670,6 +746,13 @@ impl Model for DhcpOptions {
 }
 
 impl DhcpOptions {
+    /// Column `cidr`.
+    pub const COL_CIDR: &'static str = "cidr";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -730,6 +813,11 @@ impl Model for Dns {
 }
 
 impl Dns {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `records`.
+    pub const COL_RECORDS: &'static str = "records";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -807,6 +895,19 @@ impl Model for ForwardingGroup {
 }
 
 impl ForwardingGroup {
+    /// Column `child_port`.
+    pub const COL_CHILD_PORT: &'static str = "child_port";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `liveness`.
+    pub const COL_LIVENESS: &'static str = "liveness";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `vip`.
+    pub const COL_VIP: &'static str = "vip";
+    /// Column `vmac`.
+    pub const COL_VMAC: &'static str = "vmac";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -889,6 +990,17 @@ impl Model for GatewayChassis {
 }
 
 impl GatewayChassis {
+    /// Column `chassis_name`.
+    pub const COL_CHASSIS_NAME: &'static str = "chassis_name";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -960,6 +1072,13 @@ impl Model for HaChassis {
 }
 
 impl HaChassis {
+    /// Column `chassis_name`.
+    pub const COL_CHASSIS_NAME: &'static str = "chassis_name";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1025,6 +1144,13 @@ impl Model for HaChassisGroup {
 }
 
 impl HaChassisGroup {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ha_chassis`.
+    pub const COL_HA_CHASSIS: &'static str = "ha_chassis";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1115,6 +1241,23 @@ impl Model for LoadBalancer {
 }
 
 impl LoadBalancer {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `health_check`.
+    pub const COL_HEALTH_CHECK: &'static str = "health_check";
+    /// Column `ip_port_mappings`.
+    pub const COL_IP_PORT_MAPPINGS: &'static str = "ip_port_mappings";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `protocol`.
+    pub const COL_PROTOCOL: &'static str = "protocol";
+    /// Column `selection_fields`.
+    pub const COL_SELECTION_FIELDS: &'static str = "selection_fields";
+    /// Column `vips`.
+    pub const COL_VIPS: &'static str = "vips";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1190,6 +1333,11 @@ impl Model for LoadBalancerGroup {
 }
 
 impl LoadBalancerGroup {
+    /// Column `load_balancer`.
+    pub const COL_LOAD_BALANCER: &'static str = "load_balancer";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1252,6 +1400,13 @@ impl Model for LoadBalancerHealthCheck {
 }
 
 impl LoadBalancerHealthCheck {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `vip`.
+    pub const COL_VIP: &'static str = "vip";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1357,6 +1512,29 @@ impl Model for LogicalRouter {
 }
 
 impl LogicalRouter {
+    /// Column `copp`.
+    pub const COL_COPP: &'static str = "copp";
+    /// Column `enabled`.
+    pub const COL_ENABLED: &'static str = "enabled";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `load_balancer`.
+    pub const COL_LOAD_BALANCER: &'static str = "load_balancer";
+    /// Column `load_balancer_group`.
+    pub const COL_LOAD_BALANCER_GROUP: &'static str = "load_balancer_group";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `nat`.
+    pub const COL_NAT: &'static str = "nat";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `policies`.
+    pub const COL_POLICIES: &'static str = "policies";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+    /// Column `static_routes`.
+    pub const COL_STATIC_ROUTES: &'static str = "static_routes";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1466,6 +1644,21 @@ impl Model for LogicalRouterPolicy {
 }
 
 impl LogicalRouterPolicy {
+    /// Column `action`.
+    pub const COL_ACTION: &'static str = "action";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `match`.
+    pub const COL_MATCH: &'static str = "match";
+    /// Column `nexthop`.
+    pub const COL_NEXTHOP: &'static str = "nexthop";
+    /// Column `nexthops`.
+    pub const COL_NEXTHOPS: &'static str = "nexthops";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1583,6 +1776,29 @@ impl Model for LogicalRouterPort {
 }
 
 impl LogicalRouterPort {
+    /// Column `enabled`.
+    pub const COL_ENABLED: &'static str = "enabled";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `gateway_chassis`.
+    pub const COL_GATEWAY_CHASSIS: &'static str = "gateway_chassis";
+    /// Column `ha_chassis_group`.
+    pub const COL_HA_CHASSIS_GROUP: &'static str = "ha_chassis_group";
+    /// Column `ipv6_prefix`.
+    pub const COL_IPV6_PREFIX: &'static str = "ipv6_prefix";
+    /// Column `ipv6_ra_configs`.
+    pub const COL_IPV6_RA_CONFIGS: &'static str = "ipv6_ra_configs";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `networks`.
+    pub const COL_NETWORKS: &'static str = "networks";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `peer`.
+    pub const COL_PEER: &'static str = "peer";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1695,6 +1911,23 @@ impl Model for LogicalRouterStaticRoute {
 }
 
 impl LogicalRouterStaticRoute {
+    /// Column `bfd`.
+    pub const COL_BFD: &'static str = "bfd";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ip_prefix`.
+    pub const COL_IP_PREFIX: &'static str = "ip_prefix";
+    /// Column `nexthop`.
+    pub const COL_NEXTHOP: &'static str = "nexthop";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `output_port`.
+    pub const COL_OUTPUT_PORT: &'static str = "output_port";
+    /// Column `policy`.
+    pub const COL_POLICY: &'static str = "policy";
+    /// Column `route_table`.
+    pub const COL_ROUTE_TABLE: &'static str = "route_table";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1815,6 +2048,29 @@ impl Model for LogicalSwitch {
 }
 
 impl LogicalSwitch {
+    /// Column `acls`.
+    pub const COL_ACLS: &'static str = "acls";
+    /// Column `copp`.
+    pub const COL_COPP: &'static str = "copp";
+    /// Column `dns_records`.
+    pub const COL_DNS_RECORDS: &'static str = "dns_records";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `forwarding_groups`.
+    pub const COL_FORWARDING_GROUPS: &'static str = "forwarding_groups";
+    /// Column `load_balancer`.
+    pub const COL_LOAD_BALANCER: &'static str = "load_balancer";
+    /// Column `load_balancer_group`.
+    pub const COL_LOAD_BALANCER_GROUP: &'static str = "load_balancer_group";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+    /// Column `qos_rules`.
+    pub const COL_QOS_RULES: &'static str = "qos_rules";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1969,6 +2225,39 @@ impl Model for LogicalSwitchPort {
 }
 
 impl LogicalSwitchPort {
+    /// Column `addresses`.
+    pub const COL_ADDRESSES: &'static str = "addresses";
+    /// Column `dhcpv4_options`.
+    pub const COL_DHCPV4_OPTIONS: &'static str = "dhcpv4_options";
+    /// Column `dhcpv6_options`.
+    pub const COL_DHCPV6_OPTIONS: &'static str = "dhcpv6_options";
+    /// Column `dynamic_addresses`.
+    pub const COL_DYNAMIC_ADDRESSES: &'static str = "dynamic_addresses";
+    /// Column `enabled`.
+    pub const COL_ENABLED: &'static str = "enabled";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ha_chassis_group`.
+    pub const COL_HA_CHASSIS_GROUP: &'static str = "ha_chassis_group";
+    /// Column `mirror_rules`.
+    pub const COL_MIRROR_RULES: &'static str = "mirror_rules";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `parent_name`.
+    pub const COL_PARENT_NAME: &'static str = "parent_name";
+    /// Column `port_security`.
+    pub const COL_PORT_SECURITY: &'static str = "port_security";
+    /// Column `tag`.
+    pub const COL_TAG: &'static str = "tag";
+    /// Column `tag_request`.
+    pub const COL_TAG_REQUEST: &'static str = "tag_request";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+    /// Column `up`.
+    pub const COL_UP: &'static str = "up";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2083,6 +2372,17 @@ impl Model for Meter {
 }
 
 impl Meter {
+    /// Column `bands`.
+    pub const COL_BANDS: &'static str = "bands";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `fair`.
+    pub const COL_FAIR: &'static str = "fair";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `unit`.
+    pub const COL_UNIT: &'static str = "unit";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2157,6 +2457,15 @@ impl Model for MeterBand {
 }
 
 impl MeterBand {
+    /// Column `action`.
+    pub const COL_ACTION: &'static str = "action";
+    /// Column `burst_size`.
+    pub const COL_BURST_SIZE: &'static str = "burst_size";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `rate`.
+    pub const COL_RATE: &'static str = "rate";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2240,6 +2549,19 @@ impl Model for Mirror {
 }
 
 impl Mirror {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `filter`.
+    pub const COL_FILTER: &'static str = "filter";
+    /// Column `index`.
+    pub const COL_INDEX: &'static str = "index";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `sink`.
+    pub const COL_SINK: &'static str = "sink";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2354,6 +2676,29 @@ impl Model for Nat {
 }
 
 impl Nat {
+    /// Column `allowed_ext_ips`.
+    pub const COL_ALLOWED_EXT_IPS: &'static str = "allowed_ext_ips";
+    /// Column `exempted_ext_ips`.
+    pub const COL_EXEMPTED_EXT_IPS: &'static str = "exempted_ext_ips";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `external_ip`.
+    pub const COL_EXTERNAL_IP: &'static str = "external_ip";
+    /// Column `external_mac`.
+    pub const COL_EXTERNAL_MAC: &'static str = "external_mac";
+    /// Column `external_port_range`.
+    pub const COL_EXTERNAL_PORT_RANGE: &'static str = "external_port_range";
+    /// Column `gateway_port`.
+    pub const COL_GATEWAY_PORT: &'static str = "gateway_port";
+    /// Column `logical_ip`.
+    pub const COL_LOGICAL_IP: &'static str = "logical_ip";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2488,6 +2833,31 @@ impl Model for NbGlobal {
 }
 
 impl NbGlobal {
+    /// Column `connections`.
+    pub const COL_CONNECTIONS: &'static str = "connections";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `hv_cfg`.
+    pub const COL_HV_CFG: &'static str = "hv_cfg";
+    /// Column `hv_cfg_timestamp`.
+    pub const COL_HV_CFG_TIMESTAMP: &'static str = "hv_cfg_timestamp";
+    /// Column `ipsec`.
+    pub const COL_IPSEC: &'static str = "ipsec";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `nb_cfg`.
+    pub const COL_NB_CFG: &'static str = "nb_cfg";
+    /// Column `nb_cfg_timestamp`.
+    pub const COL_NB_CFG_TIMESTAMP: &'static str = "nb_cfg_timestamp";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `sb_cfg`.
+    pub const COL_SB_CFG: &'static str = "sb_cfg";
+    /// Column `sb_cfg_timestamp`.
+    pub const COL_SB_CFG_TIMESTAMP: &'static str = "sb_cfg_timestamp";
+    /// Column `ssl`.
+    pub const COL_SSL: &'static str = "ssl";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2585,6 +2955,15 @@ impl Model for PortGroup {
 }
 
 impl PortGroup {
+    /// Column `acls`.
+    pub const COL_ACLS: &'static str = "acls";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2668,6 +3047,19 @@ impl Model for QoS {
 }
 
 impl QoS {
+    /// Column `action`.
+    pub const COL_ACTION: &'static str = "action";
+    /// Column `bandwidth`.
+    pub const COL_BANDWIDTH: &'static str = "bandwidth";
+    /// Column `direction`.
+    pub const COL_DIRECTION: &'static str = "direction";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `match`.
+    pub const COL_MATCH: &'static str = "match";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2762,6 +3154,21 @@ impl Model for Ssl {
 }
 
 impl Ssl {
+    /// Column `bootstrap_ca_cert`.
+    pub const COL_BOOTSTRAP_CA_CERT: &'static str = "bootstrap_ca_cert";
+    /// Column `ca_cert`.
+    pub const COL_CA_CERT: &'static str = "ca_cert";
+    /// Column `certificate`.
+    pub const COL_CERTIFICATE: &'static str = "certificate";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `private_key`.
+    pub const COL_PRIVATE_KEY: &'static str = "private_key";
+    /// Column `ssl_ciphers`.
+    pub const COL_SSL_CIPHERS: &'static str = "ssl_ciphers";
+    /// Column `ssl_protocols`.
+    pub const COL_SSL_PROTOCOLS: &'static str = "ssl_protocols";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2844,6 +3251,15 @@ impl Model for StaticMacBinding {
 }
 
 impl StaticMacBinding {
+    /// Column `ip`.
+    pub const COL_IP: &'static str = "ip";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `override_dynamic_mac`.
+    pub const COL_OVERRIDE_DYNAMIC_MAC: &'static str = "override_dynamic_mac";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {

@@ -147,6 +147,11 @@ impl Model for AddressSet {
 }
 
 impl AddressSet {
+    /// Column `addresses`.
+    pub const COL_ADDRESSES: &'static str = "addresses";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -244,6 +249,27 @@ impl Model for Bfd {
 }
 
 impl Bfd {
+    /// Column `detect_mult`.
+    pub const COL_DETECT_MULT: &'static str = "detect_mult";
+    /// Column `disc`.
+    pub const COL_DISC: &'static str = "disc";
+    /// Column `dst_ip`.
+    pub const COL_DST_IP: &'static str = "dst_ip";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `min_rx`.
+    pub const COL_MIN_RX: &'static str = "min_rx";
+    /// Column `min_tx`.
+    pub const COL_MIN_TX: &'static str = "min_tx";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `src_port`.
+    pub const COL_SRC_PORT: &'static str = "src_port";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -355,6 +381,23 @@ impl Model for Chassis {
 }
 
 impl Chassis {
+    /// Column `encaps`.
+    pub const COL_ENCAPS: &'static str = "encaps";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `hostname`.
+    pub const COL_HOSTNAME: &'static str = "hostname";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `nb_cfg`.
+    pub const COL_NB_CFG: &'static str = "nb_cfg";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `transport_zones`.
+    pub const COL_TRANSPORT_ZONES: &'static str = "transport_zones";
+    /// Column `vtep_logical_switches`.
+    pub const COL_VTEP_LOGICAL_SWITCHES: &'static str = "vtep_logical_switches";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -443,6 +486,17 @@ impl Model for ChassisPrivate {
 }
 
 impl ChassisPrivate {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `nb_cfg`.
+    pub const COL_NB_CFG: &'static str = "nb_cfg";
+    /// Column `nb_cfg_timestamp`.
+    pub const COL_NB_CFG_TIMESTAMP: &'static str = "nb_cfg_timestamp";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -509,6 +563,11 @@ impl Model for ChassisTemplateVar {
 }
 
 impl ChassisTemplateVar {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `variables`.
+    pub const COL_VARIABLES: &'static str = "variables";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -601,6 +660,25 @@ impl Model for Connection {
 }
 
 impl Connection {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `inactivity_probe`.
+    pub const COL_INACTIVITY_PROBE: &'static str = "inactivity_probe";
+    /// Column `is_connected`.
+    pub const COL_IS_CONNECTED: &'static str = "is_connected";
+    /// Column `max_backoff`.
+    pub const COL_MAX_BACKOFF: &'static str = "max_backoff";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `read_only`.
+    pub const COL_READ_ONLY: &'static str = "read_only";
+    /// Column `role`.
+    pub const COL_ROLE: &'static str = "role";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `target`.
+    pub const COL_TARGET: &'static str = "target";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -689,6 +767,15 @@ impl Model for ControllerEvent {
 }
 
 impl ControllerEvent {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `event_info`.
+    pub const COL_EVENT_INFO: &'static str = "event_info";
+    /// Column `event_type`.
+    pub const COL_EVENT_TYPE: &'static str = "event_type";
+    /// Column `seq_num`.
+    pub const COL_SEQ_NUM: &'static str = "seq_num";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -757,6 +844,13 @@ impl Model for DhcpOptions {
 }
 
 impl DhcpOptions {
+    /// Column `code`.
+    pub const COL_CODE: &'static str = "code";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -822,6 +916,13 @@ impl Model for DHCPv6Options {
 }
 
 impl DHCPv6Options {
+    /// Column `code`.
+    pub const COL_CODE: &'static str = "code";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -887,6 +988,13 @@ impl Model for Dns {
 }
 
 impl Dns {
+    /// Column `datapaths`.
+    pub const COL_DATAPATHS: &'static str = "datapaths";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `records`.
+    pub const COL_RECORDS: &'static str = "records";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -950,6 +1058,13 @@ impl Model for DatapathBinding {
 }
 
 impl DatapathBinding {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `load_balancers`.
+    pub const COL_LOAD_BALANCERS: &'static str = "load_balancers";
+    /// Column `tunnel_key`.
+    pub const COL_TUNNEL_KEY: &'static str = "tunnel_key";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1020,6 +1135,15 @@ impl Model for Encap {
 }
 
 impl Encap {
+    /// Column `chassis_name`.
+    pub const COL_CHASSIS_NAME: &'static str = "chassis_name";
+    /// Column `ip`.
+    pub const COL_IP: &'static str = "ip";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1088,6 +1212,13 @@ impl Model for Fdb {
 }
 
 impl Fdb {
+    /// Column `dp_key`.
+    pub const COL_DP_KEY: &'static str = "dp_key";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `port_key`.
+    pub const COL_PORT_KEY: &'static str = "port_key";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1163,6 +1294,17 @@ impl Model for GatewayChassis {
 }
 
 impl GatewayChassis {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1234,6 +1376,13 @@ impl Model for HaChassis {
 }
 
 impl HaChassis {
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1304,6 +1453,15 @@ impl Model for HaChassisGroup {
 }
 
 impl HaChassisGroup {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ha_chassis`.
+    pub const COL_HA_CHASSIS: &'static str = "ha_chassis";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `ref_chassis`.
+    pub const COL_REF_CHASSIS: &'static str = "ref_chassis";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1377,6 +1535,15 @@ impl Model for IgmpGroup {
 }
 
 impl IgmpGroup {
+    /// Column `address`.
+    pub const COL_ADDRESS: &'static str = "address";
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1485,6 +1652,29 @@ impl Model for IpMulticast {
 }
 
 impl IpMulticast {
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `enabled`.
+    pub const COL_ENABLED: &'static str = "enabled";
+    /// Column `eth_src`.
+    pub const COL_ETH_SRC: &'static str = "eth_src";
+    /// Column `idle_timeout`.
+    pub const COL_IDLE_TIMEOUT: &'static str = "idle_timeout";
+    /// Column `ip4_src`.
+    pub const COL_IP4_SRC: &'static str = "ip4_src";
+    /// Column `ip6_src`.
+    pub const COL_IP6_SRC: &'static str = "ip6_src";
+    /// Column `querier`.
+    pub const COL_QUERIER: &'static str = "querier";
+    /// Column `query_interval`.
+    pub const COL_QUERY_INTERVAL: &'static str = "query_interval";
+    /// Column `query_max_resp`.
+    pub const COL_QUERY_MAX_RESP: &'static str = "query_max_resp";
+    /// Column `seq_no`.
+    pub const COL_SEQ_NO: &'static str = "seq_no";
+    /// Column `table_size`.
+    pub const COL_TABLE_SIZE: &'static str = "table_size";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1594,6 +1784,21 @@ impl Model for LoadBalancer {
 }
 
 impl LoadBalancer {
+    /// Column `datapath_group`.
+    pub const COL_DATAPATH_GROUP: &'static str = "datapath_group";
+    /// Column `datapaths`.
+    pub const COL_DATAPATHS: &'static str = "datapaths";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `protocol`.
+    pub const COL_PROTOCOL: &'static str = "protocol";
+    /// Column `vips`.
+    pub const COL_VIPS: &'static str = "vips";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1661,6 +1866,9 @@ impl Model for LogicalDpGroup {
 }
 
 impl LogicalDpGroup {
+    /// Column `datapaths`.
+    pub const COL_DATAPATHS: &'static str = "datapaths";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1755,6 +1963,27 @@ impl Model for LogicalFlow {
 }
 
 impl LogicalFlow {
+    /// Column `actions`.
+    pub const COL_ACTIONS: &'static str = "actions";
+    /// Column `controller_meter`.
+    pub const COL_CONTROLLER_METER: &'static str = "controller_meter";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `logical_datapath`.
+    pub const COL_LOGICAL_DATAPATH: &'static str = "logical_datapath";
+    /// Column `logical_dp_group`.
+    pub const COL_LOGICAL_DP_GROUP: &'static str = "logical_dp_group";
+    /// Column `match`.
+    pub const COL_MATCH: &'static str = "match";
+    /// Column `pipeline`.
+    pub const COL_PIPELINE: &'static str = "pipeline";
+    /// Column `priority`.
+    pub const COL_PRIORITY: &'static str = "priority";
+    /// Column `table_id`.
+    pub const COL_TABLE_ID: &'static str = "table_id";
+    /// Column `tags`.
+    pub const COL_TAGS: &'static str = "tags";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1851,6 +2080,17 @@ impl Model for MacBinding {
 }
 
 impl MacBinding {
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `ip`.
+    pub const COL_IP: &'static str = "ip";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `timestamp`.
+    pub const COL_TIMESTAMP: &'static str = "timestamp";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1922,6 +2162,13 @@ impl Model for Meter {
 }
 
 impl Meter {
+    /// Column `bands`.
+    pub const COL_BANDS: &'static str = "bands";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `unit`.
+    pub const COL_UNIT: &'static str = "unit";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1985,6 +2232,13 @@ impl Model for MeterBand {
 }
 
 impl MeterBand {
+    /// Column `action`.
+    pub const COL_ACTION: &'static str = "action";
+    /// Column `burst_size`.
+    pub const COL_BURST_SIZE: &'static str = "burst_size";
+    /// Column `rate`.
+    pub const COL_RATE: &'static str = "rate";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2065,6 +2319,19 @@ impl Model for Mirror {
 }
 
 impl Mirror {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `filter`.
+    pub const COL_FILTER: &'static str = "filter";
+    /// Column `index`.
+    pub const COL_INDEX: &'static str = "index";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `sink`.
+    pub const COL_SINK: &'static str = "sink";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2144,6 +2411,15 @@ impl Model for MulticastGroup {
 }
 
 impl MulticastGroup {
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+    /// Column `tunnel_key`.
+    pub const COL_TUNNEL_KEY: &'static str = "tunnel_key";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2307,6 +2583,51 @@ impl Model for PortBinding {
 }
 
 impl PortBinding {
+    /// Column `additional_chassis`.
+    pub const COL_ADDITIONAL_CHASSIS: &'static str = "additional_chassis";
+    /// Column `additional_encap`.
+    pub const COL_ADDITIONAL_ENCAP: &'static str = "additional_encap";
+    /// Column `chassis`.
+    pub const COL_CHASSIS: &'static str = "chassis";
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `encap`.
+    pub const COL_ENCAP: &'static str = "encap";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `gateway_chassis`.
+    pub const COL_GATEWAY_CHASSIS: &'static str = "gateway_chassis";
+    /// Column `ha_chassis_group`.
+    pub const COL_HA_CHASSIS_GROUP: &'static str = "ha_chassis_group";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `mirror_rules`.
+    pub const COL_MIRROR_RULES: &'static str = "mirror_rules";
+    /// Column `nat_addresses`.
+    pub const COL_NAT_ADDRESSES: &'static str = "nat_addresses";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `parent_port`.
+    pub const COL_PARENT_PORT: &'static str = "parent_port";
+    /// Column `port_security`.
+    pub const COL_PORT_SECURITY: &'static str = "port_security";
+    /// Column `requested_additional_chassis`.
+    pub const COL_REQUESTED_ADDITIONAL_CHASSIS: &'static str = "requested_additional_chassis";
+    /// Column `requested_chassis`.
+    pub const COL_REQUESTED_CHASSIS: &'static str = "requested_chassis";
+    /// Column `tag`.
+    pub const COL_TAG: &'static str = "tag";
+    /// Column `tunnel_key`.
+    pub const COL_TUNNEL_KEY: &'static str = "tunnel_key";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+    /// Column `up`.
+    pub const COL_UP: &'static str = "up";
+    /// Column `virtual_parent`.
+    pub const COL_VIRTUAL_PARENT: &'static str = "virtual_parent";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2424,6 +2745,11 @@ impl Model for PortGroup {
 }
 
 impl PortGroup {
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2491,6 +2817,15 @@ impl Model for RbacPermission {
 }
 
 impl RbacPermission {
+    /// Column `authorization`.
+    pub const COL_AUTHORIZATION: &'static str = "authorization";
+    /// Column `insert_delete`.
+    pub const COL_INSERT_DELETE: &'static str = "insert_delete";
+    /// Column `table`.
+    pub const COL_TABLE: &'static str = "table";
+    /// Column `update`.
+    pub const COL_UPDATE: &'static str = "update";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2554,6 +2889,11 @@ impl Model for RbacRole {
 }
 
 impl RbacRole {
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `permissions`.
+    pub const COL_PERMISSIONS: &'static str = "permissions";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2631,6 +2971,19 @@ impl Model for SbGlobal {
 }
 
 impl SbGlobal {
+    /// Column `connections`.
+    pub const COL_CONNECTIONS: &'static str = "connections";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ipsec`.
+    pub const COL_IPSEC: &'static str = "ipsec";
+    /// Column `nb_cfg`.
+    pub const COL_NB_CFG: &'static str = "nb_cfg";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `ssl`.
+    pub const COL_SSL: &'static str = "ssl";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2725,6 +3078,21 @@ impl Model for Ssl {
 }
 
 impl Ssl {
+    /// Column `bootstrap_ca_cert`.
+    pub const COL_BOOTSTRAP_CA_CERT: &'static str = "bootstrap_ca_cert";
+    /// Column `ca_cert`.
+    pub const COL_CA_CERT: &'static str = "ca_cert";
+    /// Column `certificate`.
+    pub const COL_CERTIFICATE: &'static str = "certificate";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `private_key`.
+    pub const COL_PRIVATE_KEY: &'static str = "private_key";
+    /// Column `ssl_ciphers`.
+    pub const COL_SSL_CIPHERS: &'static str = "ssl_ciphers";
+    /// Column `ssl_protocols`.
+    pub const COL_SSL_PROTOCOLS: &'static str = "ssl_protocols";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2832,6 +3200,25 @@ impl Model for ServiceMonitor {
 }
 
 impl ServiceMonitor {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ip`.
+    pub const COL_IP: &'static str = "ip";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `port`.
+    pub const COL_PORT: &'static str = "port";
+    /// Column `protocol`.
+    pub const COL_PROTOCOL: &'static str = "protocol";
+    /// Column `src_ip`.
+    pub const COL_SRC_IP: &'static str = "src_ip";
+    /// Column `src_mac`.
+    pub const COL_SRC_MAC: &'static str = "src_mac";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2925,6 +3312,17 @@ impl Model for StaticMacBinding {
 }
 
 impl StaticMacBinding {
+    /// Column `datapath`.
+    pub const COL_DATAPATH: &'static str = "datapath";
+    /// Column `ip`.
+    pub const COL_IP: &'static str = "ip";
+    /// Column `logical_port`.
+    pub const COL_LOGICAL_PORT: &'static str = "logical_port";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `override_dynamic_mac`.
+    pub const COL_OVERRIDE_DYNAMIC_MAC: &'static str = "override_dynamic_mac";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {

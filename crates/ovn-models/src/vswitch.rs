@@ -122,6 +122,13 @@ impl Model for AutoAttach {
 }
 
 impl AutoAttach {
+    /// Column `mappings`.
+    pub const COL_MAPPINGS: &'static str = "mappings";
+    /// Column `system_description`.
+    pub const COL_SYSTEM_DESCRIPTION: &'static str = "system_description";
+    /// Column `system_name`.
+    pub const COL_SYSTEM_NAME: &'static str = "system_name";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -282,6 +289,51 @@ impl Model for Bridge {
 }
 
 impl Bridge {
+    /// Column `auto_attach`.
+    pub const COL_AUTO_ATTACH: &'static str = "auto_attach";
+    /// Column `controller`.
+    pub const COL_CONTROLLER: &'static str = "controller";
+    /// Column `datapath_id`.
+    pub const COL_DATAPATH_ID: &'static str = "datapath_id";
+    /// Column `datapath_type`.
+    pub const COL_DATAPATH_TYPE: &'static str = "datapath_type";
+    /// Column `datapath_version`.
+    pub const COL_DATAPATH_VERSION: &'static str = "datapath_version";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `fail_mode`.
+    pub const COL_FAIL_MODE: &'static str = "fail_mode";
+    /// Column `flood_vlans`.
+    pub const COL_FLOOD_VLANS: &'static str = "flood_vlans";
+    /// Column `flow_tables`.
+    pub const COL_FLOW_TABLES: &'static str = "flow_tables";
+    /// Column `ipfix`.
+    pub const COL_IPFIX: &'static str = "ipfix";
+    /// Column `mcast_snooping_enable`.
+    pub const COL_MCAST_SNOOPING_ENABLE: &'static str = "mcast_snooping_enable";
+    /// Column `mirrors`.
+    pub const COL_MIRRORS: &'static str = "mirrors";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `netflow`.
+    pub const COL_NETFLOW: &'static str = "netflow";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `ports`.
+    pub const COL_PORTS: &'static str = "ports";
+    /// Column `protocols`.
+    pub const COL_PROTOCOLS: &'static str = "protocols";
+    /// Column `rstp_enable`.
+    pub const COL_RSTP_ENABLE: &'static str = "rstp_enable";
+    /// Column `rstp_status`.
+    pub const COL_RSTP_STATUS: &'static str = "rstp_status";
+    /// Column `sflow`.
+    pub const COL_SFLOW: &'static str = "sflow";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `stp_enable`.
+    pub const COL_STP_ENABLE: &'static str = "stp_enable";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -399,6 +451,11 @@ impl Model for CtTimeoutPolicy {
 }
 
 impl CtTimeoutPolicy {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `timeouts`.
+    pub const COL_TIMEOUTS: &'static str = "timeouts";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -456,6 +513,11 @@ impl Model for CtZone {
 }
 
 impl CtZone {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `timeout_policy`.
+    pub const COL_TIMEOUT_POLICY: &'static str = "timeout_policy";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -588,6 +650,41 @@ impl Model for Controller {
 }
 
 impl Controller {
+    /// Column `connection_mode`.
+    pub const COL_CONNECTION_MODE: &'static str = "connection_mode";
+    /// Column `controller_burst_limit`.
+    pub const COL_CONTROLLER_BURST_LIMIT: &'static str = "controller_burst_limit";
+    /// Column `controller_queue_size`.
+    pub const COL_CONTROLLER_QUEUE_SIZE: &'static str = "controller_queue_size";
+    /// Column `controller_rate_limit`.
+    pub const COL_CONTROLLER_RATE_LIMIT: &'static str = "controller_rate_limit";
+    /// Column `enable_async_messages`.
+    pub const COL_ENABLE_ASYNC_MESSAGES: &'static str = "enable_async_messages";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `inactivity_probe`.
+    pub const COL_INACTIVITY_PROBE: &'static str = "inactivity_probe";
+    /// Column `is_connected`.
+    pub const COL_IS_CONNECTED: &'static str = "is_connected";
+    /// Column `local_gateway`.
+    pub const COL_LOCAL_GATEWAY: &'static str = "local_gateway";
+    /// Column `local_ip`.
+    pub const COL_LOCAL_IP: &'static str = "local_ip";
+    /// Column `local_netmask`.
+    pub const COL_LOCAL_NETMASK: &'static str = "local_netmask";
+    /// Column `max_backoff`.
+    pub const COL_MAX_BACKOFF: &'static str = "max_backoff";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `role`.
+    pub const COL_ROLE: &'static str = "role";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `target`.
+    pub const COL_TARGET: &'static str = "target";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -700,6 +797,15 @@ impl Model for Datapath {
 }
 
 impl Datapath {
+    /// Column `capabilities`.
+    pub const COL_CAPABILITIES: &'static str = "capabilities";
+    /// Column `ct_zones`.
+    pub const COL_CT_ZONES: &'static str = "ct_zones";
+    /// Column `datapath_version`.
+    pub const COL_DATAPATH_VERSION: &'static str = "datapath_version";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -773,6 +879,15 @@ impl Model for FlowSampleCollectorSet {
 }
 
 impl FlowSampleCollectorSet {
+    /// Column `bridge`.
+    pub const COL_BRIDGE: &'static str = "bridge";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `id`.
+    pub const COL_ID: &'static str = "id";
+    /// Column `ipfix`.
+    pub const COL_IPFIX: &'static str = "ipfix";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -856,6 +971,19 @@ impl Model for FlowTable {
 }
 
 impl FlowTable {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `flow_limit`.
+    pub const COL_FLOW_LIMIT: &'static str = "flow_limit";
+    /// Column `groups`.
+    pub const COL_GROUPS: &'static str = "groups";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `overflow_policy`.
+    pub const COL_OVERFLOW_POLICY: &'static str = "overflow_policy";
+    /// Column `prefixes`.
+    pub const COL_PREFIXES: &'static str = "prefixes";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -955,6 +1083,23 @@ impl Model for Ipfix {
 }
 
 impl Ipfix {
+    /// Column `cache_active_timeout`.
+    pub const COL_CACHE_ACTIVE_TIMEOUT: &'static str = "cache_active_timeout";
+    /// Column `cache_max_flows`.
+    pub const COL_CACHE_MAX_FLOWS: &'static str = "cache_max_flows";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `obs_domain_id`.
+    pub const COL_OBS_DOMAIN_ID: &'static str = "obs_domain_id";
+    /// Column `obs_point_id`.
+    pub const COL_OBS_POINT_ID: &'static str = "obs_point_id";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `sampling`.
+    pub const COL_SAMPLING: &'static str = "sampling";
+    /// Column `targets`.
+    pub const COL_TARGETS: &'static str = "targets";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1195,6 +1340,77 @@ impl Model for Interface {
 }
 
 impl Interface {
+    /// Column `admin_state`.
+    pub const COL_ADMIN_STATE: &'static str = "admin_state";
+    /// Column `bfd`.
+    pub const COL_BFD: &'static str = "bfd";
+    /// Column `bfd_status`.
+    pub const COL_BFD_STATUS: &'static str = "bfd_status";
+    /// Column `cfm_fault`.
+    pub const COL_CFM_FAULT: &'static str = "cfm_fault";
+    /// Column `cfm_fault_status`.
+    pub const COL_CFM_FAULT_STATUS: &'static str = "cfm_fault_status";
+    /// Column `cfm_flap_count`.
+    pub const COL_CFM_FLAP_COUNT: &'static str = "cfm_flap_count";
+    /// Column `cfm_health`.
+    pub const COL_CFM_HEALTH: &'static str = "cfm_health";
+    /// Column `cfm_mpid`.
+    pub const COL_CFM_MPID: &'static str = "cfm_mpid";
+    /// Column `cfm_remote_mpids`.
+    pub const COL_CFM_REMOTE_MPIDS: &'static str = "cfm_remote_mpids";
+    /// Column `cfm_remote_opstate`.
+    pub const COL_CFM_REMOTE_OPSTATE: &'static str = "cfm_remote_opstate";
+    /// Column `duplex`.
+    pub const COL_DUPLEX: &'static str = "duplex";
+    /// Column `error`.
+    pub const COL_ERROR: &'static str = "error";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `ifindex`.
+    pub const COL_IFINDEX: &'static str = "ifindex";
+    /// Column `ingress_policing_burst`.
+    pub const COL_INGRESS_POLICING_BURST: &'static str = "ingress_policing_burst";
+    /// Column `ingress_policing_kpkts_burst`.
+    pub const COL_INGRESS_POLICING_KPKTS_BURST: &'static str = "ingress_policing_kpkts_burst";
+    /// Column `ingress_policing_kpkts_rate`.
+    pub const COL_INGRESS_POLICING_KPKTS_RATE: &'static str = "ingress_policing_kpkts_rate";
+    /// Column `ingress_policing_rate`.
+    pub const COL_INGRESS_POLICING_RATE: &'static str = "ingress_policing_rate";
+    /// Column `lacp_current`.
+    pub const COL_LACP_CURRENT: &'static str = "lacp_current";
+    /// Column `link_resets`.
+    pub const COL_LINK_RESETS: &'static str = "link_resets";
+    /// Column `link_speed`.
+    pub const COL_LINK_SPEED: &'static str = "link_speed";
+    /// Column `link_state`.
+    pub const COL_LINK_STATE: &'static str = "link_state";
+    /// Column `lldp`.
+    pub const COL_LLDP: &'static str = "lldp";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `mac_in_use`.
+    pub const COL_MAC_IN_USE: &'static str = "mac_in_use";
+    /// Column `mtu`.
+    pub const COL_MTU: &'static str = "mtu";
+    /// Column `mtu_request`.
+    pub const COL_MTU_REQUEST: &'static str = "mtu_request";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `ofport`.
+    pub const COL_OFPORT: &'static str = "ofport";
+    /// Column `ofport_request`.
+    pub const COL_OFPORT_REQUEST: &'static str = "ofport_request";
+    /// Column `options`.
+    pub const COL_OPTIONS: &'static str = "options";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `statistics`.
+    pub const COL_STATISTICS: &'static str = "statistics";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1381,6 +1597,23 @@ impl Model for Manager {
 }
 
 impl Manager {
+    /// Column `connection_mode`.
+    pub const COL_CONNECTION_MODE: &'static str = "connection_mode";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `inactivity_probe`.
+    pub const COL_INACTIVITY_PROBE: &'static str = "inactivity_probe";
+    /// Column `is_connected`.
+    pub const COL_IS_CONNECTED: &'static str = "is_connected";
+    /// Column `max_backoff`.
+    pub const COL_MAX_BACKOFF: &'static str = "max_backoff";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `target`.
+    pub const COL_TARGET: &'static str = "target";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1496,6 +1729,27 @@ impl Model for Mirror {
 }
 
 impl Mirror {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `output_port`.
+    pub const COL_OUTPUT_PORT: &'static str = "output_port";
+    /// Column `output_vlan`.
+    pub const COL_OUTPUT_VLAN: &'static str = "output_vlan";
+    /// Column `select_all`.
+    pub const COL_SELECT_ALL: &'static str = "select_all";
+    /// Column `select_dst_port`.
+    pub const COL_SELECT_DST_PORT: &'static str = "select_dst_port";
+    /// Column `select_src_port`.
+    pub const COL_SELECT_SRC_PORT: &'static str = "select_src_port";
+    /// Column `select_vlan`.
+    pub const COL_SELECT_VLAN: &'static str = "select_vlan";
+    /// Column `snaplen`.
+    pub const COL_SNAPLEN: &'static str = "snaplen";
+    /// Column `statistics`.
+    pub const COL_STATISTICS: &'static str = "statistics";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1597,6 +1851,19 @@ impl Model for NetFlow {
 }
 
 impl NetFlow {
+    /// Column `active_timeout`.
+    pub const COL_ACTIVE_TIMEOUT: &'static str = "active_timeout";
+    /// Column `add_id_to_interface`.
+    pub const COL_ADD_ID_TO_INTERFACE: &'static str = "add_id_to_interface";
+    /// Column `engine_id`.
+    pub const COL_ENGINE_ID: &'static str = "engine_id";
+    /// Column `engine_type`.
+    pub const COL_ENGINE_TYPE: &'static str = "engine_type";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `targets`.
+    pub const COL_TARGETS: &'static str = "targets";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1739,6 +2006,41 @@ impl Model for OpenVSwitch {
 }
 
 impl OpenVSwitch {
+    /// Column `bridges`.
+    pub const COL_BRIDGES: &'static str = "bridges";
+    /// Column `cur_cfg`.
+    pub const COL_CUR_CFG: &'static str = "cur_cfg";
+    /// Column `datapath_types`.
+    pub const COL_DATAPATH_TYPES: &'static str = "datapath_types";
+    /// Column `datapaths`.
+    pub const COL_DATAPATHS: &'static str = "datapaths";
+    /// Column `db_version`.
+    pub const COL_DB_VERSION: &'static str = "db_version";
+    /// Column `dpdk_initialized`.
+    pub const COL_DPDK_INITIALIZED: &'static str = "dpdk_initialized";
+    /// Column `dpdk_version`.
+    pub const COL_DPDK_VERSION: &'static str = "dpdk_version";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `iface_types`.
+    pub const COL_IFACE_TYPES: &'static str = "iface_types";
+    /// Column `manager_options`.
+    pub const COL_MANAGER_OPTIONS: &'static str = "manager_options";
+    /// Column `next_cfg`.
+    pub const COL_NEXT_CFG: &'static str = "next_cfg";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `ovs_version`.
+    pub const COL_OVS_VERSION: &'static str = "ovs_version";
+    /// Column `ssl`.
+    pub const COL_SSL: &'static str = "ssl";
+    /// Column `statistics`.
+    pub const COL_STATISTICS: &'static str = "statistics";
+    /// Column `system_type`.
+    pub const COL_SYSTEM_TYPE: &'static str = "system_type";
+    /// Column `system_version`.
+    pub const COL_SYSTEM_VERSION: &'static str = "system_version";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -1941,6 +2243,51 @@ impl Model for Port {
 }
 
 impl Port {
+    /// Column `bond_active_slave`.
+    pub const COL_BOND_ACTIVE_SLAVE: &'static str = "bond_active_slave";
+    /// Column `bond_downdelay`.
+    pub const COL_BOND_DOWNDELAY: &'static str = "bond_downdelay";
+    /// Column `bond_fake_iface`.
+    pub const COL_BOND_FAKE_IFACE: &'static str = "bond_fake_iface";
+    /// Column `bond_mode`.
+    pub const COL_BOND_MODE: &'static str = "bond_mode";
+    /// Column `bond_updelay`.
+    pub const COL_BOND_UPDELAY: &'static str = "bond_updelay";
+    /// Column `cvlans`.
+    pub const COL_CVLANS: &'static str = "cvlans";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `fake_bridge`.
+    pub const COL_FAKE_BRIDGE: &'static str = "fake_bridge";
+    /// Column `interfaces`.
+    pub const COL_INTERFACES: &'static str = "interfaces";
+    /// Column `lacp`.
+    pub const COL_LACP: &'static str = "lacp";
+    /// Column `mac`.
+    pub const COL_MAC: &'static str = "mac";
+    /// Column `name`.
+    pub const COL_NAME: &'static str = "name";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `protected`.
+    pub const COL_PROTECTED: &'static str = "protected";
+    /// Column `qos`.
+    pub const COL_QOS: &'static str = "qos";
+    /// Column `rstp_statistics`.
+    pub const COL_RSTP_STATISTICS: &'static str = "rstp_statistics";
+    /// Column `rstp_status`.
+    pub const COL_RSTP_STATUS: &'static str = "rstp_status";
+    /// Column `statistics`.
+    pub const COL_STATISTICS: &'static str = "statistics";
+    /// Column `status`.
+    pub const COL_STATUS: &'static str = "status";
+    /// Column `tag`.
+    pub const COL_TAG: &'static str = "tag";
+    /// Column `trunks`.
+    pub const COL_TRUNKS: &'static str = "trunks";
+    /// Column `vlan_mode`.
+    pub const COL_VLAN_MODE: &'static str = "vlan_mode";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2066,6 +2413,15 @@ impl Model for QoS {
 }
 
 impl QoS {
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+    /// Column `queues`.
+    pub const COL_QUEUES: &'static str = "queues";
+    /// Column `type`.
+    pub const COL_TYPE: &'static str = "type";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2134,6 +2490,13 @@ impl Model for Queue {
 }
 
 impl Queue {
+    /// Column `dscp`.
+    pub const COL_DSCP: &'static str = "dscp";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `other_config`.
+    pub const COL_OTHER_CONFIG: &'static str = "other_config";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2209,6 +2572,17 @@ impl Model for Ssl {
 }
 
 impl Ssl {
+    /// Column `bootstrap_ca_cert`.
+    pub const COL_BOOTSTRAP_CA_CERT: &'static str = "bootstrap_ca_cert";
+    /// Column `ca_cert`.
+    pub const COL_CA_CERT: &'static str = "ca_cert";
+    /// Column `certificate`.
+    pub const COL_CERTIFICATE: &'static str = "certificate";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `private_key`.
+    pub const COL_PRIVATE_KEY: &'static str = "private_key";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {
@@ -2295,6 +2669,19 @@ impl Model for SFlow {
 }
 
 impl SFlow {
+    /// Column `agent`.
+    pub const COL_AGENT: &'static str = "agent";
+    /// Column `external_ids`.
+    pub const COL_EXTERNAL_IDS: &'static str = "external_ids";
+    /// Column `header`.
+    pub const COL_HEADER: &'static str = "header";
+    /// Column `polling`.
+    pub const COL_POLLING: &'static str = "polling";
+    /// Column `sampling`.
+    pub const COL_SAMPLING: &'static str = "sampling";
+    /// Column `targets`.
+    pub const COL_TARGETS: &'static str = "targets";
+
     /// The columns that differ from their default, plus `extra`: what an insert needs
     /// to send (the server fills in the defaults).
     pub fn to_insert_row(&self) -> Row {

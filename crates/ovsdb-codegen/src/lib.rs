@@ -76,6 +76,22 @@ pub fn field_name(column: &str) -> String {
     f
 }
 
+/// `external_ids` → `COL_EXTERNAL_IDS` (prefixed: never clashes with TABLE/COLUMNS).
+fn const_name(column: &str) -> String {
+    let mut c: String = column
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    c.insert_str(0, "COL_");
+    c
+}
+
 /// A string enum generated for one column.
 struct EnumDef {
     name: String,
@@ -276,14 +292,26 @@ pub fn generate(schema: &DatabaseSchema, source: &str) -> String {
 
     let mut enums = Vec::new();
     let mut structs = Vec::new();
-    let struct_names: BTreeSet<String> = schema.tables.keys().map(|t| camel_case(t)).collect();
-    for (tname, table) in &schema.tables {
+    // `Foo_Bar` and `FooBar` would both be `FooBar`: later ones get a `Table` suffix.
+    let mut struct_names = BTreeSet::new();
+    let names: Vec<String> = schema
+        .tables
+        .keys()
+        .map(|t| {
+            let mut n = camel_case(t);
+            while !struct_names.insert(n.clone()) {
+                n.push_str("Table");
+            }
+            n
+        })
+        .collect();
+    for ((tname, table), sname) in schema.tables.iter().zip(names) {
         let fields: Vec<Field> = table
             .columns
             .values()
             .map(|c| column_field(tname, c, &struct_names, &mut enums))
             .collect();
-        structs.push((tname.clone(), camel_case(tname), table, fields));
+        structs.push((tname.clone(), sname, table, fields));
     }
 
     out.push_str("/// Every table with the columns its model reads and writes, for [`ovsdb::check_models`].\n");
@@ -375,8 +403,18 @@ pub fn generate(schema: &DatabaseSchema, source: &str) -> String {
         out.push_str("        row\n    }\n}\n\n");
 
         let _ = writeln!(out, "impl {sname} {{");
+        for f in fields {
+            // Column names for conditions and mutations, so a typo is a compile error.
+            let _ = writeln!(
+                out,
+                "    /// Column `{}`.\n    pub const {}: &'static str = {};",
+                f.column,
+                const_name(&f.column),
+                rust_str(&f.column)
+            );
+        }
         out.push_str(
-            "    /// The columns that differ from their default, plus `extra`: what an insert needs\n    \
+            "\n    /// The columns that differ from their default, plus `extra`: what an insert needs\n    \
              /// to send (the server fills in the defaults).\n    \
              pub fn to_insert_row(&self) -> Row {\n        let mut row = self.extra.clone();\n",
         );
@@ -501,6 +539,19 @@ mod tests {
     }
 
     #[test]
+    fn colliding_table_names_get_distinct_structs() {
+        let schema = DatabaseSchema::from_json_str(
+            r#"{"name":"T","version":"1","tables":{
+                "Foo_Bar":{"columns":{"a":{"type":"string"}}},
+                "FooBar":{"columns":{"b":{"type":"string"}}}}}"#,
+        )
+        .expect("schema");
+        let code = generate(&schema, "t");
+        assert!(code.contains("pub struct FooBar {"), "{code}");
+        assert!(code.contains("pub struct FooBarTable {"), "{code}");
+    }
+
+    #[test]
     fn enum_variants_are_distinct() {
         let v = enum_variants(&["ovn-ic".into(), "ovn_ic".into(), "other".into()]);
         let names: Vec<&str> = v.iter().map(|(n, _)| n.as_str()).collect();
@@ -530,6 +581,7 @@ mod tests {
             "pub e: AE,",
             "pub type_: bool,",
             "pub enum AE {",
+            "pub const COL_TYPE: &'static str = \"type\";",
             "\"a-b\" => Self::AB,",
             "row.insert(\"type\".to_owned(), self.type_.to_value());",
         ] {
