@@ -60,7 +60,7 @@ pub fn add_port(i: usize) -> Transaction {
         LogicalSwitch::TABLE,
         vec![Condition::eq(LogicalSwitch::COL_NAME, SWITCH)],
         vec![Mutation::insert(
-            "ports",
+            LogicalSwitch::COL_PORTS,
             Value::set([Atom::NamedUuid("p".into())]),
         )],
     );
