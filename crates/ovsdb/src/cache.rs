@@ -525,6 +525,26 @@ impl Cache {
             .collect()
     }
 
+    /// Uuids of the rows whose indexed key equals `key` (no rows are built); scans the
+    /// table when no such index exists.
+    pub fn lookup_uuids(&self, table: &str, spec: &IndexSpec, key: &Value) -> Vec<Uuid> {
+        let st = self.read();
+        let Some(t) = st.tables.get(table) else {
+            return Vec::new();
+        };
+        if let Some((_, ix)) = t.indexes.iter().find(|(s, _)| s == spec) {
+            return ix
+                .get(key)
+                .map(|set| set.iter().copied().collect())
+                .unwrap_or_default();
+        }
+        t.rows
+            .iter()
+            .filter(|(_, r)| spec.key_of(r).as_ref() == Some(key))
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
     /// Typed: every row of `M`'s table.
     pub fn rows<M: Model>(&self) -> Result<Vec<M>, ModelError> {
         let st = self.read();

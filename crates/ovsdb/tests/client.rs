@@ -102,6 +102,15 @@ async fn typed_views_indexes_and_read_your_writes() {
             .len(),
         25
     );
+    let owner = IndexSpec::MapKey {
+        column: "external_ids".into(),
+        key: "owner".into(),
+    };
+    let mut odd = cache.lookup_uuids(Sw::TABLE, &owner, &Value::from("odd"));
+    odd.sort();
+    let mut want: Vec<Uuid> = uuids.iter().skip(1).step_by(2).copied().collect();
+    want.sort();
+    assert_eq!(odd, want);
 
     // Index follows updates: s7 moves from odd to even.
     let mut t = Transaction::new("OVN_Northbound");
