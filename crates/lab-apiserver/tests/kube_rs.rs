@@ -531,3 +531,58 @@ async fn runtime_watcher_relists_after_410() -> TestResult {
     server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_services() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.service_cidrs = vec!["10.96.0.0/16".parse()?, "fd00:10:96::/112".parse()?];
+    let server = start(cfg).await?;
+    let c = client(&server).await?;
+    let svcs: Api<Service> = Api::namespaced(c, "default");
+    let k = svcs.get("kubernetes").await?.spec.unwrap_or_default();
+    assert_eq!(
+        k.cluster_ips,
+        Some(vec!["10.96.0.1".to_string(), "fd00:10:96::1".to_string()])
+    );
+    let mk = |name: &str, spec: serde_json::Value| -> Result<Service, serde_json::Error> {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+    };
+    let pp = PostParams::default();
+    let single = svcs
+        .create(&pp, &mk("single", json!({"ports": [{"port": 80}]}))?)
+        .await?;
+    let s = single.spec.unwrap_or_default();
+    assert_eq!(s.ip_families, Some(vec!["IPv4".to_string()]));
+    assert_eq!(s.cluster_ips.map(|v| v.len()), Some(1));
+    let dual = svcs
+        .create(
+            &pp,
+            &mk(
+                "dual",
+                json!({"ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}),
+            )?,
+        )
+        .await?;
+    let d = dual.spec.unwrap_or_default();
+    assert_eq!(
+        d.ip_families,
+        Some(vec!["IPv4".to_string(), "IPv6".to_string()])
+    );
+    let ips = d.cluster_ips.unwrap_or_default();
+    assert_eq!(ips.len(), 2);
+    assert!(ips[1].parse::<std::net::Ipv6Addr>().is_ok(), "{ips:?}");
+    let v6 = svcs
+        .create(
+            &pp,
+            &mk(
+                "v6",
+                json!({"ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
+            )?,
+        )
+        .await?;
+    let v = v6.spec.unwrap_or_default();
+    assert!(v.cluster_ip.unwrap_or_default().starts_with("fd00:10:96::"));
+    server.shutdown().await;
+    Ok(())
+}
