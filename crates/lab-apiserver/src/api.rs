@@ -707,27 +707,65 @@ async fn list(app: &Arc<App>, t: &Target, def: &ResourceDef, r: &Req) -> ApiResu
             &table::table(def, items.iter().map(|v| v.as_ref()), meta, true),
         ));
     }
-    // Hand-built so that 50k items are written straight into one buffer.
-    let mut buf = Vec::with_capacity(64 + items.len() * 1024);
-    buf.extend_from_slice(b"{\"kind\":");
-    let _ = serde_json::to_writer(&mut buf, &format!("{}List", def.kind));
-    buf.extend_from_slice(b",\"apiVersion\":");
-    let _ = serde_json::to_writer(&mut buf, &def.api_version());
-    buf.extend_from_slice(b",\"metadata\":");
-    let _ = serde_json::to_writer(&mut buf, &meta);
-    buf.extend_from_slice(b",\"items\":[");
-    for (i, v) in items.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_item(&mut buf, v);
+    // Hand-built and streamed in chunks: a 50k-item list never sits whole in memory, and
+    // the first bytes leave before the last item is serialized.
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"{\"kind\":");
+    let _ = serde_json::to_writer(&mut head, &format!("{}List", def.kind));
+    head.extend_from_slice(b",\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut head, &def.api_version());
+    head.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut head, &meta);
+    head.extend_from_slice(b",\"items\":[");
+    if items.len() <= LIST_CHUNK {
+        let mut buf = head;
+        write_items(&mut buf, &items, 0);
+        buf.extend_from_slice(b"]}");
+        return Ok(Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(buf))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new()))));
     }
-    buf.extend_from_slice(b"]}");
+    let chunks = futures::stream::unfold(
+        (Some(head), items, 0usize),
+        |(head, items, at)| async move {
+            if at > items.len() {
+                return None;
+            }
+            let end = (at + LIST_CHUNK).min(items.len());
+            let mut buf = head.unwrap_or_default();
+            buf.reserve((end - at) * 1024);
+            write_items(&mut buf, &items[at..end], at);
+            if end == items.len() {
+                buf.extend_from_slice(b"]}");
+            }
+            // `at` past the end marks the stream as finished after the closing bracket.
+            let next = if end == items.len() { end + 1 } else { end };
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(buf))),
+                (None, items, next),
+            ))
+        },
+    );
     Ok(Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(full(buf))
+        .body(BodyExt::boxed_unsync(StreamBody::new(chunks)))
         .unwrap_or_else(|_| Response::new(full(Bytes::new()))))
+}
+
+/// Items per streamed chunk of a list answer.
+const LIST_CHUNK: usize = 256;
+
+/// Writes `items` comma-separated; `first_index` tells whether a leading comma is needed.
+fn write_items(buf: &mut Vec<u8>, items: &[Arc<Value>], first_index: usize) {
+    for (i, v) in items.iter().enumerate() {
+        if first_index + i > 0 {
+            buf.push(b',');
+        }
+        write_item(buf, v);
+    }
 }
 
 fn stream_response(w: Watch) -> Response<Body> {
