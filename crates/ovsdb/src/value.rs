@@ -529,25 +529,23 @@ impl<'de> Visitor<'de> for DecodedVisitor {
         Ok(Decoded::Atom(Atom::String(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decoded, A::Error> {
-        let tag: TagStr = seq
+        let tag: Tag = seq
             .next_element()?
             .ok_or_else(|| de::Error::custom("empty array is not an OVSDB value"))?;
-        let out = match tag.0.as_str() {
-            "uuid" => {
-                let s: TagStr = seq
+        let out = match tag {
+            Tag::Uuid => {
+                let UuidStr(u) = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::custom("[\"uuid\"] without a value"))?;
-                let u = Uuid::try_parse(&s.0)
-                    .map_err(|_| de::Error::custom(format!("invalid uuid {:?}", s.0)))?;
                 Decoded::Atom(Atom::Uuid(u))
             }
-            "named-uuid" => {
-                let s: TagStr = seq
+            Tag::NamedUuid => {
+                let s: String = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::custom("[\"named-uuid\"] without a name"))?;
-                Decoded::Atom(Atom::NamedUuid(s.0))
+                Decoded::Atom(Atom::NamedUuid(s))
             }
-            "set" if self.allow_compound => {
+            Tag::Set if self.allow_compound => {
                 let mut v: Vec<Atom> = seq
                     .next_element_seed(AtomListSeed)?
                     .ok_or_else(|| de::Error::custom("[\"set\"] without elements"))?;
@@ -555,7 +553,7 @@ impl<'de> Visitor<'de> for DecodedVisitor {
                 v.dedup();
                 Decoded::Set(v)
             }
-            "map" if self.allow_compound => {
+            Tag::Map if self.allow_compound => {
                 let m: Vec<(Atom, Atom)> = seq
                     .next_element_seed(PairListSeed)?
                     .ok_or_else(|| de::Error::custom("[\"map\"] without pairs"))?;
@@ -568,25 +566,83 @@ impl<'de> Visitor<'de> for DecodedVisitor {
             }
             other => {
                 return Err(de::Error::custom(format!(
-                    "unknown OVSDB value tag {other:?}"
+                    "unknown OVSDB value tag {:?}",
+                    other.name()
                 )))
             }
         };
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::custom(format!(
                 "trailing elements after [{:?}, ..]",
-                tag.0
+                tag.name()
             )));
         }
         Ok(out)
     }
 }
 
-/// A JSON string (owned), used for tags.
-struct TagStr(String);
-impl<'de> Deserialize<'de> for TagStr {
+/// The first element of a tagged array, recognized without allocating.
+enum Tag {
+    Uuid,
+    NamedUuid,
+    Set,
+    Map,
+    /// Unknown (kept for the error message; allocates only then).
+    Other(String),
+}
+
+impl Tag {
+    fn name(&self) -> &str {
+        match self {
+            Tag::Uuid => "uuid",
+            Tag::NamedUuid => "named-uuid",
+            Tag::Set => "set",
+            Tag::Map => "map",
+            Tag::Other(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(TagStr)
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"uuid\", \"named-uuid\", \"set\" or \"map\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag, E> {
+                Ok(match v {
+                    "uuid" => Tag::Uuid,
+                    "named-uuid" => Tag::NamedUuid,
+                    "set" => Tag::Set,
+                    "map" => Tag::Map,
+                    other => Tag::Other(other.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A uuid in its string form, parsed without an intermediate `String`.
+struct UuidStr(Uuid);
+
+impl<'de> Deserialize<'de> for UuidStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = UuidStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a uuid string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UuidStr, E> {
+                Uuid::try_parse(v)
+                    .map(UuidStr)
+                    .map_err(|_| E::custom(format!("invalid uuid {v:?}")))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
