@@ -83,3 +83,56 @@ pub fn request_bytes(txn: &Transaction, id: u64) -> Result<Vec<u8>> {
     let req = serde_json::json!({"id": id, "method": "transact", "params": params});
     Ok(serde_json::to_vec(&req)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Python IDL must do the same work: its rows equal ours, field for field.
+    #[test]
+    fn python_rows_equal_rust_rows() {
+        if !testkit::require_env(&[crate::python::PYTHON]) {
+            return;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python_idl.py");
+        let code = format!(
+            "import importlib.util, json\n\
+             spec = importlib.util.spec_from_file_location('b', {script:?})\n\
+             m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n\
+             print(json.dumps([m.port_fields(i) for i in (0, 7, 70000)]))"
+        );
+        let out = std::process::Command::new(crate::python::PYTHON)
+            .args(["-c", &code])
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        for (p, i) in py.iter().zip([0usize, 7, 70000]) {
+            let lsp = port(i);
+            let ours = serde_json::json!({
+                "name": lsp.name,
+                "addresses": lsp.addresses,
+                "port_security": lsp.port_security,
+                "options": lsp.options,
+                "external_ids": lsp.external_ids,
+            });
+            assert_eq!(p, &ours, "port {i}");
+            // And the insert sends exactly those columns.
+            let cols: Vec<String> = lsp.to_insert_row().into_keys().collect();
+            assert_eq!(
+                cols,
+                [
+                    "addresses",
+                    "external_ids",
+                    "name",
+                    "options",
+                    "port_security"
+                ]
+            );
+        }
+    }
+}
