@@ -463,6 +463,20 @@ async fn watch_filters_resume_across_restart_and_410() -> TestResult {
     let old = pods.watch(&WatchParams::default(), "1").await?;
     let ev = take_events(old.boxed(), 1).await;
     assert_eq!(names(&ev), ["ERROR 410"]);
+    // timeoutSeconds ends the stream cleanly, with a BOOKMARK just before when allowed.
+    let now_rv = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let short = pods
+        .watch(&WatchParams::default().timeout(1), &now_rv)
+        .await?;
+    let started = std::time::Instant::now();
+    let ev = take_events(short.boxed(), 10).await;
+    assert_eq!(names(&ev), ["BOOKMARK"]);
+    assert!(started.elapsed() < Duration::from_secs(5));
     // sendInitialEvents is refused, not ignored.
     let e = pods.watch(&WatchParams::streaming_lists(), "").await.err();
     assert_eq!(e.as_ref().and_then(status_code), Some(422));
