@@ -403,12 +403,21 @@ async fn pods_get_namespaces_cni_responders_and_status() {
     .await;
     assert_eq!(sup.pid("pod/n1/default/web"), None);
 
-    // Deleted while the kubelet is down: torn down (DEL first) when it comes back.
+    // Lab down (sandboxes removed, responders stopped) with the kubelet down, and a pod
+    // deleted meanwhile: on restart the deleted one is torn down (DEL first) and the
+    // remaining one is set up again.
     kubelet_task.abort();
     let _ = kubelet_task.await;
     let late = kubelet::find_pod(&lab_dir, "default", "late")
         .unwrap()
         .expect("late recorded");
+    let bad_sb = kubelet::find_pod(&lab_dir, "default", "bad")
+        .unwrap()
+        .expect("bad recorded");
+    let bad_adds = count(&dir, "ADD", &bad_uid);
+    assert_eq!(kubelet::remove_sandboxes(&cfg).unwrap(), 2);
+    sup.stop_all().await;
+    assert!(!Path::new("/run/netns").join(&bad_sb.netns).exists());
     Api::<Pod>::namespaced(client.clone(), "default")
         .delete("late", &DeleteParams::default())
         .await
@@ -420,6 +429,15 @@ async fn pods_get_namespaces_cni_responders_and_status() {
             (!Path::new("/run/netns").join(&late.netns).exists()
                 && count(&dir, "DEL", &late.container_id) == 1)
                 .then_some(())
+        }
+    })
+    .await;
+    wait_for("bad set up again", 15, || {
+        let (dir, bad_uid, netns) = (dir.clone(), bad_uid.clone(), bad_sb.netns.clone());
+        async move {
+            let ok = count(&dir, "ADD", &bad_uid) == bad_adds + 1
+                && probe_in(&netns, ProbeProto::Tcp).await.ok()? == "bad";
+            ok.then_some(())
         }
     })
     .await;
