@@ -432,8 +432,11 @@ pub async fn run(client: Client) -> Result<(), EndpointSliceError> {
         }
         let mut keys: Vec<(String, String)> = pending.dirty.drain().collect();
         keys.sort();
+        // One snapshot per pass, indexed, instead of a scan of the stores per Service.
+        let snap = (!keys.is_empty()).then(|| ctl.snapshot());
         for key in keys {
-            match ctl.reconcile(&key.0, &key.1).await {
+            let Some(snap) = snap.as_ref() else { break };
+            match ctl.reconcile(snap, &key.0, &key.1).await {
                 Ok(()) => {
                     retry.remove(&key);
                 }
@@ -489,6 +492,49 @@ impl<F: std::future::Future> NowOrReady for F {
     }
 }
 
+/// Creates or replaces `want` unless `known` (the cache's copy) already says the same. The
+/// cache may lag behind our own writes: a create that finds the slice, or a replace with a
+/// stale resourceVersion, reads the server's copy and tries once more.
+async fn write_slice(
+    api: &Api<EndpointSlice>,
+    known: Option<Arc<EndpointSlice>>,
+    want: &EndpointSlice,
+) -> Result<(), kube::Error> {
+    let name = want.name_any();
+    let mut current = known;
+    for attempt in 0..2 {
+        let res = match &current {
+            Some(e) if same_slice(e, want) => return Ok(()),
+            Some(e) => {
+                let mut upd = want.clone();
+                upd.metadata.resource_version = e.metadata.resource_version.clone();
+                api.replace(&name, &PostParams::default(), &upd).await
+            }
+            None => api.create(&PostParams::default(), want).await,
+        };
+        match res {
+            Ok(_) => {
+                tracing::debug!(slice = %name, "EndpointSlice written");
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt == 0 => {
+                current = api.get_opt(&name).await?.map(Arc::new);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The stores' contents at the start of a pass, indexed for reconciling.
+#[derive(Default)]
+struct Snapshot {
+    /// By namespace.
+    pods: HashMap<String, Vec<Arc<Pod>>>,
+    /// Ours, by (namespace, service name).
+    slices: HashMap<(String, String), Vec<Arc<EndpointSlice>>>,
+}
+
 struct Controller {
     client: Client,
     svcs: Store<Service>,
@@ -497,30 +543,45 @@ struct Controller {
 }
 
 impl Controller {
-    async fn reconcile(&self, ns: &str, name: &str) -> Result<(), EndpointSliceError> {
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for p in self.pods.state() {
+            if let Some(ns) = p.metadata.namespace.clone() {
+                snap.pods.entry(ns).or_default().push(p);
+            }
+        }
+        for s in self.slices.state() {
+            let ours = s.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
+            if let (true, Some(ns), Some(svc)) = (
+                ours,
+                s.metadata.namespace.clone(),
+                s.labels().get(LABEL_SERVICE_NAME).cloned(),
+            ) {
+                snap.slices.entry((ns, svc)).or_default().push(s);
+            }
+        }
+        snap
+    }
+
+    async fn reconcile(
+        &self,
+        snap: &Snapshot,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), EndpointSliceError> {
         let svc = self.svcs.get(&ObjectRef::new(name).within(ns));
         let want = match &svc {
-            Some(svc) => {
-                let pods: Vec<Arc<Pod>> = self
-                    .pods
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-                    .collect();
-                desired_slices(svc, &pods)
-            }
+            Some(svc) => desired_slices(
+                svc,
+                snap.pods.get(ns).map(Vec::as_slice).unwrap_or_default(),
+            ),
             None => Vec::new(),
         };
-        let existing: Vec<Arc<EndpointSlice>> = self
+        let existing: &[Arc<EndpointSlice>] = snap
             .slices
-            .state()
-            .into_iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
-                    && s.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name)
-                    && s.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
-            })
-            .collect();
+            .get(&(ns.to_string(), name.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
         let err = |slice: &str, source| EndpointSliceError::Write {
             service: format!("{ns}/{name}"),
@@ -529,25 +590,12 @@ impl Controller {
         };
         for w in &want {
             let wname = w.name_any();
-            match existing.iter().find(|e| e.name_any() == wname) {
-                Some(e) if same_slice(e, w) => {}
-                Some(e) => {
-                    let mut upd = w.clone();
-                    upd.metadata.resource_version = e.metadata.resource_version.clone();
-                    api.replace(&wname, &PostParams::default(), &upd)
-                        .await
-                        .map_err(|source| err(&wname, source))?;
-                    tracing::debug!(service = %format!("{ns}/{name}"), slice = %wname, "EndpointSlice updated");
-                }
-                None => {
-                    api.create(&PostParams::default(), w)
-                        .await
-                        .map_err(|source| err(&wname, source))?;
-                    tracing::debug!(service = %format!("{ns}/{name}"), slice = %wname, "EndpointSlice created");
-                }
-            }
+            let known = existing.iter().find(|e| e.name_any() == wname).cloned();
+            write_slice(&api, known, w)
+                .await
+                .map_err(|source| err(&wname, source))?;
         }
-        for e in &existing {
+        for e in existing {
             let ename = e.name_any();
             if want.iter().any(|w| w.name_any() == ename) {
                 continue;
