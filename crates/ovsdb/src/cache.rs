@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{Model, ModelError, Row};
 use crate::schema::{DatabaseSchema, TableSchema};
-use crate::update::{RowUpdate1, RowUpdate2, Updates};
+use crate::update::{RowUpdate1, RowUpdate2, Updates, WireRow};
 use crate::value::{Uuid, Value};
 
 /// A change seen in the cache.
@@ -101,25 +101,6 @@ impl CompactRow {
             .map(|(c, v)| (c.to_string(), v.clone()))
             .collect()
     }
-    fn from_row(row: Row, names: &mut HashSet<Arc<str>>) -> CompactRow {
-        // Row iterates in key order, so the result is sorted.
-        let v: Vec<(Arc<str>, Value)> = row
-            .into_iter()
-            .map(|(c, mut v)| {
-                let name = match names.get(c.as_str()) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let n: Arc<str> = Arc::from(c.as_str());
-                        names.insert(n.clone());
-                        n
-                    }
-                };
-                shrink(&mut v);
-                (name, v)
-            })
-            .collect();
-        CompactRow(v.into_boxed_slice())
-    }
 }
 
 /// Decoded vectors grow by doubling; cached values keep exactly what they hold.
@@ -180,7 +161,6 @@ struct State {
     schema: Option<Arc<DatabaseSchema>>,
     tables: HashMap<String, TableCache>,
     table_names: HashMap<String, Arc<str>>,
-    column_names: HashSet<Arc<str>>,
     specs: Vec<(String, IndexSpec)>,
 }
 
@@ -201,15 +181,35 @@ pub struct Cache {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
 }
 
-fn normalize_row(ts: Option<&TableSchema>, mut row: Row) -> Row {
-    row.remove("_uuid");
-    row.remove("_version");
-    if let Some(ts) = ts {
-        ts.normalize_row(&mut row);
-        // Compact: defaults are implied by absence (see `model::Row`).
-        row.retain(|c, v| ts.columns.get(c).is_none_or(|cs| !cs.ty.is_default(v)));
-    }
-    row
+/// Turns a decoded row into its cached form: `_uuid`/`_version` dropped, values normalized
+/// to their column type, default values left out (see `model::Row`), columns sorted.
+fn compact(ts: Option<&TableSchema>, w: WireRow) -> CompactRow {
+    let mut v = w.0;
+    v.retain_mut(|(c, val)| {
+        if &**c == "_uuid" || &**c == "_version" {
+            return false;
+        }
+        if let Some(cs) = ts.and_then(|t| t.columns.get(&**c)) {
+            let taken = std::mem::take(val);
+            *val = cs.ty.normalize(taken);
+            if cs.ty.is_default(val) {
+                return false;
+            }
+        }
+        shrink(val);
+        true
+    });
+    // Stable sort, then keep the last of duplicate names (as a JSON object would): dedup_by
+    // removes the later element, so it first hands its value to the earlier one.
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.dedup_by(|later, earlier| {
+        let dup = later.0 == earlier.0;
+        if dup {
+            std::mem::swap(&mut later.1, &mut earlier.1);
+        }
+        dup
+    });
+    CompactRow(v.into_boxed_slice())
 }
 
 impl Cache {
@@ -305,7 +305,7 @@ impl Cache {
         let mut st = self.write();
         let st = &mut *st;
         let schema = st.schema.clone();
-        let mut seen: HashMap<String, HashMap<Uuid, Row>> = HashMap::new();
+        let mut seen: HashMap<String, HashMap<Uuid, CompactRow>> = HashMap::new();
         // A snapshot of a table we hold no rows of (the first sync) needs no diff: insert
         // directly instead of collecting the rows first.
         let mut direct: HashSet<String> = HashSet::new();
@@ -329,10 +329,10 @@ impl Cache {
                             (Some(new), ApplyMode::Snapshot) => {
                                 seen.entry(table.clone())
                                     .or_default()
-                                    .insert(uuid, normalize_row(ts, new));
+                                    .insert(uuid, compact(ts, new));
                             }
                             (Some(new), ApplyMode::Delta) => {
-                                put_row(st, &name, uuid, normalize_row(ts, new), &mut ch);
+                                put_row(st, &name, uuid, compact(ts, new), &mut ch);
                             }
                             (None, ApplyMode::Delta) if old.is_some() => {
                                 del_row(st, &name, uuid, &mut ch);
@@ -364,17 +364,13 @@ impl Cache {
                             ) => {
                                 seen.entry(table.clone())
                                     .or_default()
-                                    .insert(uuid, normalize_row(ts, r));
+                                    .insert(uuid, compact(ts, r));
                             }
                             (RowUpdate2::Initial(r) | RowUpdate2::Insert(r), ApplyMode::Delta) => {
-                                put_row(st, &name, uuid, normalize_row(ts, r), &mut ch);
+                                put_row(st, &name, uuid, compact(ts, r), &mut ch);
                             }
                             (RowUpdate2::Modify(diff), ApplyMode::Delta) => {
-                                let old = st
-                                    .tables
-                                    .get(&table)
-                                    .and_then(|t| t.rows.get(&uuid))
-                                    .map(CompactRow::to_row);
+                                let old = st.tables.get(&table).and_then(|t| t.rows.get(&uuid));
                                 let Some(old) = old else {
                                     errors.push(CacheError::UnknownRow {
                                         table: table.clone(),
@@ -632,37 +628,42 @@ fn table_name(names: &mut HashMap<String, Arc<str>>, table: &str) -> Arc<str> {
     n
 }
 
-fn modify_row(ts: Option<&TableSchema>, mut new: Row, diff: Row) -> Row {
-    for (col, d) in diff {
+fn modify_row(ts: Option<&TableSchema>, old: &CompactRow, diff: WireRow) -> CompactRow {
+    let mut cols: Vec<(Arc<str>, Value)> = old.0.to_vec();
+    for (col, d) in diff.0 {
         // ovsdb-server includes `_version` in modifications; like at insert, it is not kept.
-        if col == "_version" || col == "_uuid" {
+        if &*col == "_version" || &*col == "_uuid" {
             continue;
         }
-        let cs = ts.and_then(|t| t.columns.get(&col));
-        match cs {
+        let base = match cols.binary_search_by(|(c, _)| (**c).cmp(&*col)) {
+            Ok(i) => Some(cols.remove(i).1),
+            Err(_) => None,
+        };
+        let new = match ts.and_then(|t| t.columns.get(&*col)) {
             Some(cs) => {
                 let d = cs.ty.normalize(d);
-                let base = new.remove(&col).unwrap_or_else(|| cs.ty.default_value());
+                let base = base.unwrap_or_else(|| cs.ty.default_value());
                 let v = cs.ty.normalize(base.apply_diff(&d));
-                if !cs.ty.is_default(&v) {
-                    new.insert(col, v);
-                }
+                (!cs.ty.is_default(&v)).then_some(v)
             }
-            None => {
-                // Column unknown to our schema: keep it, applying the diff as best we can.
-                let v = match new.remove(&col) {
-                    Some(base) => base.apply_diff(&d),
-                    None => d,
-                };
-                new.insert(col, v);
-            }
+            // Column unknown to our schema: keep it, applying the diff as best we can.
+            None => Some(match base {
+                Some(b) => b.apply_diff(&d),
+                None => d,
+            }),
+        };
+        if let Some(mut v) = new {
+            shrink(&mut v);
+            let i = match cols.binary_search_by(|(c, _)| (**c).cmp(&*col)) {
+                Ok(i) | Err(i) => i,
+            };
+            cols.insert(i, (col, v));
         }
     }
-    new
+    CompactRow(cols.into_boxed_slice())
 }
 
-fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, row: Row, ch: &mut Changes) {
-    let compact = CompactRow::from_row(row, &mut st.column_names);
+fn put_row(st: &mut State, table: &Arc<str>, uuid: Uuid, compact: CompactRow, ch: &mut Changes) {
     if !st.tables.contains_key(&**table) {
         let indexes = st
             .specs

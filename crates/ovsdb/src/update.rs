@@ -1,21 +1,108 @@
 //! Monitor updates (RFC 7047 §4.1.6 `update`, and ovsdb-server's `update2`/`update3`),
 //! decoded straight from the wire into rows without an intermediate JSON tree.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::model::Row;
-use crate::value::Uuid;
+use crate::value::{Uuid, Value};
+
+thread_local! {
+    /// Column names seen by this thread's decoder: each name is allocated once and shared
+    /// by every decoded (and cached) row.
+    static NAMES: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
+}
+
+/// Returns the shared `Arc<str>` for a column name.
+pub fn intern(name: &str) -> Arc<str> {
+    NAMES.with(|n| {
+        let mut n = n.borrow_mut();
+        if let Some(a) = n.get(name) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(name);
+        // Bounded: a hostile peer sending endless distinct names must not grow it forever.
+        if n.len() < 65_536 {
+            n.insert(a.clone());
+        }
+        a
+    })
+}
+
+/// A row as it comes in an update: (column, value) pairs in wire order, with interned
+/// column names, decoded without building a map.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WireRow(pub Vec<(Arc<str>, Value)>);
+
+impl WireRow {
+    /// The value of a column (linear search: rows have few columns).
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(c, _)| &**c == column)
+            .map(|(_, v)| v)
+    }
+    /// As a [`Row`] (a later duplicate column wins, as in a JSON object).
+    pub fn into_row(self) -> Row {
+        self.0
+            .into_iter()
+            .map(|(c, v)| (c.to_string(), v))
+            .collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for WireRow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireRow;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a row object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<WireRow, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some(Name(k)) = m.next_key()? {
+                    v.push((k, m.next_value::<Value>()?));
+                }
+                Ok(WireRow(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A column name decoded straight into its interned form.
+struct Name(Arc<str>);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a column name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+                Ok(Name(intern(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 /// One row's change in an `update` (v1) notification: `old` and/or `new`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct RowUpdate1 {
     #[serde(default)]
-    pub old: Option<Row>,
+    pub old: Option<WireRow>,
     #[serde(default)]
-    pub new: Option<Row>,
+    pub new: Option<WireRow>,
 }
 
 /// One row's change in an `update2`/`update3` notification.
@@ -23,11 +110,11 @@ pub struct RowUpdate1 {
 #[serde(rename_all = "lowercase")]
 pub enum RowUpdate2 {
     /// Present when the monitor started (non-default columns only).
-    Initial(Row),
+    Initial(WireRow),
     /// A new row (non-default columns only).
-    Insert(Row),
+    Insert(WireRow),
     /// Changed columns: a diff (see [`crate::Value::apply_diff`]).
-    Modify(Row),
+    Modify(WireRow),
     Delete(IgnoredAny),
 }
 

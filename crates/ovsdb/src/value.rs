@@ -304,6 +304,10 @@ impl Value {
                 s.dedup();
             }
             Value::Map(m) => {
+                // Servers send maps sorted: then there is nothing to do.
+                if m.windows(2).all(|w| w[0].0 < w[1].0) {
+                    return;
+                }
                 // Stable sort keeps insertion order among equal keys; keep the last one.
                 m.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut out: Vec<(Atom, Atom)> = Vec::with_capacity(m.len());

@@ -576,3 +576,22 @@ fn snapshot_diff_emits_only_changes() {
         ]
     );
 }
+
+#[test]
+fn duplicate_columns_in_a_row_keep_the_last_value() {
+    let Some(schema) = nb() else { return };
+    let cache = Cache::new();
+    cache.set_schema(schema);
+    let u = notice_updates(
+        "update2",
+        &format!(
+            r#"{{"id":null,"method":"update2","params":["m",{{"Logical_Switch":{{"{U1}":{{"insert":{{"name":"first","ports":["set",[]],"name":"second","_version":["uuid","{P1}"]}}}}}}}}]}}"#
+        ),
+    );
+    cache.apply(u, ApplyMode::Delta, &["Logical_Switch".to_string()]);
+    let row = cache
+        .row("Logical_Switch", Uuid::parse_str(U1).unwrap())
+        .unwrap();
+    assert_eq!(row.len(), 1, "{row:?}");
+    assert_eq!(row["name"], Value::from("second"));
+}
