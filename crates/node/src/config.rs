@@ -15,6 +15,12 @@ pub struct GatewayConfig {
     /// OVS bridge (and its internal interface) holding the node IP, e.g. `breth0`.
     pub interface: String,
     pub next_hop: IpAddr,
+    /// A dedicated address (with prefix) for the gateway router on the external network.
+    /// `None`: the router shares the node IP and the bridge's MAC (OVN-Kubernetes' shared
+    /// gateway, which needs OpenFlow rules on the bridge to split the node's own traffic
+    /// from the router's). `Some`: the router has this address and a MAC derived from it,
+    /// so the bridge's plain NORMAL switching serves both (what the lab uses today).
+    pub router_address: Option<IpNet>,
 }
 
 /// Everything `ovnk node` needs to know; [`NodeConfig::new`] fills in the defaults.

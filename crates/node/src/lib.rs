@@ -273,7 +273,6 @@ pub async fn run_with<N: podnet::NetOps>(
     }
 
     // 7. Ready: publish the CNI configuration last, so runtimes only use us now.
-    ready_tx.send_replace(true);
     if let Some(dir) = &cfg.cni_bin_dir {
         let src = cfg
             .cni_plugin_source
@@ -285,6 +284,7 @@ pub async fn run_with<N: podnet::NetOps>(
     if let Some(dir) = &cfg.cni_conf_dir {
         install::install_conflist(dir, &cfg.cni_socket, cfg.mtu)?;
     }
+    ready_tx.send_replace(true);
     tracing::info!(node = %node, "node ready");
 
     tasks.0.push(server);

@@ -71,6 +71,25 @@ pub fn node_annotations(
     m.insert(NODE_PRIMARY_IFADDR.into(), render_if_addrs(&ifaddrs(cfg)));
     let l3 = match &cfg.gateway {
         None => L3GatewayConfig::Disabled,
+        Some(
+            g @ crate::config::GatewayConfig {
+                router_address: Some(addr),
+                ..
+            },
+        ) => {
+            let addr = *addr;
+            L3GatewayConfig::Enabled(L3Gateway {
+                mode: GatewayMode::Shared,
+                bridge_id: Some(g.interface.clone()),
+                interface_id: Some(format!("{}_{}", g.interface, cfg.node_name)),
+                mac_address: MacAddr::from_ip(addr.addr()),
+                ip_addresses: vec![addr],
+                next_hops: vec![g.next_hop],
+                node_port_enable: true,
+                vlan_id: None,
+                egress_gw: None,
+            })
+        }
         Some(g) => {
             let text = gateway_mac.ok_or_else(|| {
                 NodeError::Config(format!("gateway bridge {} has no MAC address", g.interface))
@@ -111,6 +130,7 @@ mod tests {
             "172.30.33.11/24".parse().unwrap(),
         );
         c.gateway = Some(GatewayConfig {
+            router_address: None,
             interface: "breth0".into(),
             next_hop: "172.30.33.100".parse().unwrap(),
         });
@@ -173,5 +193,21 @@ mod tests {
         let m = node_annotations(&c, "node1", None).unwrap();
         let l3 = parse_l3_gateway_config(&m[L3_GATEWAY_CONFIG]).unwrap();
         assert_eq!(l3[DEFAULT_NETWORK], L3GatewayConfig::Disabled);
+    }
+
+    #[test]
+    fn dedicated_router_address_gets_its_own_mac() {
+        let mut c = cfg();
+        if let Some(g) = c.gateway.as_mut() {
+            g.router_address = Some("172.30.33.101/24".parse().unwrap());
+        }
+        // No bridge MAC needed: the router's MAC derives from its own address.
+        let m = node_annotations(&c, "chassis-1", None).unwrap();
+        let l3 = parse_l3_gateway_config(&m[L3_GATEWAY_CONFIG]).unwrap();
+        let L3GatewayConfig::Enabled(g) = &l3[DEFAULT_NETWORK] else {
+            panic!("gateway disabled");
+        };
+        assert_eq!(g.mac_address.to_string(), "0a:58:ac:1e:21:65");
+        assert_eq!(g.ip_addresses, vec!["172.30.33.101/24".parse().unwrap()]);
     }
 }

@@ -78,6 +78,20 @@ impl Drop for Daemons {
     }
 }
 
+/// Tails of the node daemons' logs, for failure messages.
+fn logs(d: &Path) -> String {
+    let mut out = String::new();
+    for f in ["ovn-controller.log", "ovs-vswitchd.log"] {
+        let text = std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!(
+            "--- {f}\n{}\n",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        ));
+    }
+    out
+}
+
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -216,16 +230,40 @@ fn start_node(d: &Path, netns: &str, daemons: &mut Daemons) -> Node {
         .arg("--no-chdir");
     env(&mut c);
     ns.command_in(&mut c).expect("in node ns");
-    daemons.spawn("ovs-vswitchd", c, &d.join("ovs-vswitchd.log"));
-    let mut c = Command::new(testkit::find_binary("ovn-controller").expect("ovn-controller"));
-    c.arg(format!("unix:{}", db.display())).arg("--no-chdir");
-    env(&mut c);
-    ns.command_in(&mut c).expect("in node ns");
-    daemons.spawn("ovn-controller", c, &d.join("ovn-controller.log"));
+    c.arg(format!(
+        "--log-file={}",
+        d.join("ovs-vswitchd.log").display()
+    ));
+    daemons.spawn("ovs-vswitchd", c, &d.join("ovs-vswitchd.stderr"));
     Node {
         db,
         netns: netns.to_string(),
     }
+}
+
+/// ovn-controller 23.03 exits when it finds no `system-id`, so it starts after the
+/// agent has registered the chassis (as a supervisor would restart it).
+fn start_ovn_controller(d: &Path, node: &Node, daemons: &mut Daemons) {
+    let ns = ovnk_netns::NetNs::named(&node.netns).expect("node ns");
+    let mut c = Command::new(testkit::find_binary("ovn-controller").expect("ovn-controller"));
+    c.arg(format!("unix:{}", node.db.display()))
+        .arg("--no-chdir");
+    for k in [
+        "OVS_RUNDIR",
+        "OVS_DBDIR",
+        "OVS_LOGDIR",
+        "OVN_RUNDIR",
+        "OVN_DBDIR",
+        "OVN_LOGDIR",
+    ] {
+        c.env(k, d);
+    }
+    ns.command_in(&mut c).expect("in node ns");
+    c.arg(format!(
+        "--log-file={}",
+        d.join("ovn-controller.log").display()
+    ));
+    daemons.spawn("ovn-controller", c, &d.join("ovn-controller.stderr"));
 }
 
 async fn shim(
@@ -342,6 +380,7 @@ async fn pods_ping_through_ovn_and_survive_an_agent_restart() {
         ext.contains("ovn-encap-ip=\"172.30.99.11\"") && ext.contains("system-id=node1"),
         "{ext}"
     );
+    start_ovn_controller(dir.path(), &node, &mut daemons);
 
     // ADD both pods through the real shim; each returns only once ovn-installed.
     let conf = netconf(&sock, "1.0.0", 60.0);
@@ -349,7 +388,7 @@ async fn pods_ping_through_ovn_and_survive_an_agent_restart() {
     let idb = "bbbb0000000000000000000000000002";
     let t0 = Instant::now();
     let ra = shim(&bin, "ADD", ida, &pa, "pod-a", &uid_a, &conf).await;
-    assert_eq!(ra.code, 0, "ADD pod-a: {}", ra.stdout);
+    assert_eq!(ra.code, 0, "ADD pod-a: {}\n{}", ra.stdout, logs(dir.path()));
     let rb = shim(&bin, "ADD", idb, &pb, "pod-b", &uid_b, &conf).await;
     assert_eq!(rb.code, 0, "ADD pod-b: {}", rb.stdout);
     eprintln!("two ADDs took {:?}", t0.elapsed());
