@@ -385,8 +385,7 @@ async fn converge(shared: &Shared, key: &str, want: &Want) -> Result<(), Kubelet
             if let Some(sb) = shared.sandbox(key) {
                 let netns_there = netns_path(&sb.netns).exists();
                 if sb.uid == uid && sb.phase == SandboxPhase::Ready && netns_there {
-                    ensure_responder(shared, pod, &sb).await?;
-                    return set_status(shared, pod, Ok(&sb.ips)).await;
+                    return run_pod(shared, pod, &sb).await;
                 }
                 if sb.uid == uid && sb.phase == SandboxPhase::Ready {
                     // Namespace gone (lab down/up): the old attachment went with the node's
@@ -400,10 +399,7 @@ async fn converge(shared: &Shared, key: &str, want: &Want) -> Result<(), Kubelet
                 }
             }
             match setup(shared, pod).await {
-                Ok(sb) => {
-                    ensure_responder(shared, pod, &sb).await?;
-                    set_status(shared, pod, Ok(&sb.ips)).await
-                }
+                Ok(sb) => run_pod(shared, pod, &sb).await,
                 Err(e) => {
                     let msg = e.to_string();
                     record_event(
@@ -422,6 +418,21 @@ async fn converge(shared: &Shared, key: &str, want: &Want) -> Result<(), Kubelet
             }
         }
     }
+}
+
+/// Starts the pod's "container" (the responder) in its ready sandbox and reports the
+/// pod Running; a responder that cannot be started leaves the pod not ready, with an
+/// Event saying why, and is retried.
+async fn run_pod(shared: &Shared, pod: &Pod, sb: &PodSandbox) -> Result<(), KubeletError> {
+    if let Err(e) = ensure_responder(shared, pod, sb).await {
+        let msg = e.to_string();
+        record_event(&shared.client, pod, "Warning", "Failed", &msg).await;
+        if let Err(se) = set_status(shared, pod, Err(&msg)).await {
+            tracing::warn!(pod = %sb.key(), "status: {se}");
+        }
+        return Err(e);
+    }
+    set_status(shared, pod, Ok(&sb.ips)).await
 }
 
 fn pod_name_of(pod: &Pod) -> (String, String, String) {

@@ -336,15 +336,21 @@ async fn pods_get_namespaces_cni_responders_and_status() {
     })
     .await;
     assert!(msg.contains("fake failure: no port for you"), "{msg}");
-    let bad = pod(&client, "bad").await.unwrap();
-    let ready = bad
-        .status
-        .unwrap()
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    // The status is written right after the Event.
+    let (bad, ready) = wait_for("bad has a Ready condition", 10, || {
+        let client = client.clone();
+        async move {
+            let bad = pod(&client, "bad").await?;
+            let ready = bad
+                .status
+                .clone()?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            Some((bad, ready))
+        }
+    })
+    .await;
     assert_eq!(ready.status, "False");
     assert!(ready.message.unwrap_or_default().contains("fake failure"));
     let bad_uid = bad.metadata.uid.unwrap();
