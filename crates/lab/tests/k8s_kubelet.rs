@@ -179,15 +179,8 @@ async fn pods_get_namespaces_cni_responders_and_status() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    // The conf dir stays empty until the "node agent" (below) installs the conflist.
     let conf = dir.join("net.d");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("10-ovn-kubernetes.conflist"),
-        serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "ovn-kubernetes",
-            "plugins": [{"type": "fake-cni", "marker": "m1"}, {"type": "portmap"}]}))
-        .unwrap(),
-    )
-    .unwrap();
 
     let sup = Supervisor::new();
     let mut cfg = KubeletConfig::new("n1", vec!["172.18.0.2".parse().unwrap()], &prefix, &lab_dir);
@@ -218,6 +211,33 @@ async fn pods_get_namespaces_cni_responders_and_status() {
     )
     .await;
     let kubelet_task = tokio::spawn(kubelet::run(client.clone(), cfg.clone()));
+
+    // Before the node agent has installed its configuration: an Event, no namespace, no
+    // plugin run; then the retry picks the configuration up.
+    let ev_api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let msg = wait_for("event about the missing CNI configuration", 10, || {
+        let ev_api = ev_api.clone();
+        async move {
+            let evs = ev_api.list(&ListParams::default()).await.ok()?.items;
+            evs.into_iter()
+                .find(|e| e.involved_object.name.as_deref() == Some("web"))
+                .and_then(|e| e.message)
+        }
+    })
+    .await;
+    assert!(msg.contains("no CNI configuration"), "{msg}");
+    assert!(calls(&dir).is_empty());
+    assert!(kubelet::find_pod(&lab_dir, "default", "web")
+        .unwrap()
+        .is_none());
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("10-ovn-kubernetes.conflist"),
+        serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "ovn-kubernetes",
+            "plugins": [{"type": "fake-cni", "marker": "m1"}, {"type": "portmap"}]}))
+        .unwrap(),
+    )
+    .unwrap();
 
     let ip = wait_for("web Running", 15, || running_ip(&client, "web")).await;
     assert_eq!(ip, "10.244.0.11");
@@ -321,7 +341,6 @@ async fn pods_get_namespaces_cni_responders_and_status() {
         &pod_json("bad", json!({}), json!({"nodeName": "n1"})),
     )
     .await;
-    let ev_api: Api<Event> = Api::namespaced(client.clone(), "default");
     let msg = wait_for("FailedCreatePodSandBox event", 10, || {
         let ev_api = ev_api.clone();
         async move {

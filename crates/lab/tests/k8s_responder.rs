@@ -200,3 +200,23 @@ fn serves_inside_a_network_namespace() {
     );
     assert_eq!(out[2].as_deref(), Ok("in-ns"));
 }
+
+/// A request that arrives in pieces (slow client, small segments) is still read whole.
+#[tokio::test]
+async fn http_request_split_across_segments() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let (tcp, _, task) = start("pod-s", lo).await;
+    let mut s = tokio::net::TcpStream::connect((lo, tcp)).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let me = s.local_addr().unwrap();
+    for part in [&b"GE"[..], b"T /clientip HTTP/1.1\r\nHost: x\r\n", b"\r\n"] {
+        s.write_all(part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert!(out.ends_with(&format!("\r\n\r\n{me}")), "{out:?}");
+    task.abort();
+}
