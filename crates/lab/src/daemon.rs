@@ -109,6 +109,14 @@ pub struct Supervisor {
     events: broadcast::Sender<DaemonEvent>,
 }
 
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("daemons", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl Default for Supervisor {
     fn default() -> Self {
         Self::new()
@@ -237,16 +245,18 @@ fn spawn(spec: &DaemonSpec) -> Result<tokio::process::Child, LabError> {
         .spawn()
         .map_err(|e| err(format!("spawn {}: {e}", spec.program.display())))?;
     if let Some(pid) = child.id() {
-        write_pidfile(&spec.pidfile, pid).map_err(|e| err(e.to_string()))?;
+        write_pidfile(&spec.pidfile, pid, &spec.program).map_err(|e| err(e.to_string()))?;
     }
     Ok(child)
 }
 
-fn write_pidfile(path: &Path, pid: u32) -> std::io::Result<()> {
+/// `<pid>\n<program>\n`: the program line lets a later cleanup check that the pid still
+/// runs what we started before signalling it.
+fn write_pidfile(path: &Path, pid: u32, program: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, format!("{pid}\n"))
+    std::fs::write(path, format!("{pid}\n{}\n", program.display()))
 }
 
 async fn watch_daemon(
@@ -330,6 +340,25 @@ pub fn stop_by_pidfile(pidfile: &Path, expect_program: &str) -> Result<bool, Lab
     let stopped = stop_pid(pid, expect_program);
     let _ = std::fs::remove_file(pidfile);
     Ok(stopped)
+}
+
+/// Stops the process of a pidfile the supervisor wrote (it records the program), for
+/// cleaning up after a supervisor that died. Returns whether a process was stopped.
+pub fn stop_by_pidfile_recorded(pidfile: &Path) -> Result<bool, LabError> {
+    let Ok(text) = std::fs::read_to_string(pidfile) else {
+        return Ok(false);
+    };
+    let mut lines = text.lines();
+    let pid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
+    let program = lines
+        .next()
+        .and_then(|p| Path::new(p.trim()).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let _ = std::fs::remove_file(pidfile);
+    match (pid, program) {
+        (Some(pid), Some(program)) => Ok(stop_pid(pid, &program)),
+        _ => Ok(false),
+    }
 }
 
 /// SIGTERM, wait up to the grace period, SIGKILL — if `pid` still runs `expect_program`.

@@ -1,6 +1,7 @@
 //! Network namespaces: open one, create and delete named ones (compatible with
 //! `ip netns`: a bind mount under `/run/netns`), run code inside one, spawn processes
-//! inside one, and get rtnetlink handles bound to one.
+//! inside one, and get rtnetlink handles bound to one; plus the per-interface knobs
+//! ([`ethtool`]) that netlink does not cover.
 //!
 //! A netlink socket belongs to the namespace of the thread that created it, so a
 //! handle for another namespace is made on a short-lived thread that has `setns`ed
@@ -12,6 +13,8 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod ethtool;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -25,6 +28,10 @@ pub enum NetNsError {
     Namespace { path: PathBuf, reason: String },
     #[error("invalid namespace name {0:?}: use letters, digits, '-', '_' and '.', at most 64")]
     InvalidName(String),
+    #[error("ethtool on {ifname}: {reason}")]
+    Ethtool { ifname: String, reason: String },
+    #[error("sysctl {key}: {reason}")]
+    Sysctl { key: String, reason: String },
     #[error("netlink socket in {path}: {source}")]
     Socket {
         path: PathBuf,
