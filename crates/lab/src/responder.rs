@@ -628,6 +628,50 @@ mod tests {
     }
 
     #[test]
+    fn cli_structs_parse() {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            cfg: ProbeConfig,
+        }
+        #[derive(clap::Parser)]
+        struct Resp {
+            #[command(flatten)]
+            cfg: ResponderConfig,
+        }
+        use clap::Parser;
+        let p = Probe::parse_from([
+            "probe",
+            "--proto",
+            "udp",
+            "fd00::5",
+            "53",
+            "--payload",
+            "clientip",
+        ])
+        .cfg;
+        assert_eq!(p.proto, ProbeProto::Udp);
+        assert_eq!((p.addr.to_string(), p.port), ("fd00::5".to_string(), 53));
+        assert_eq!(p.payload.as_deref(), Some("clientip"));
+        let p = Probe::parse_from(["probe", "10.0.0.1"]).cfg;
+        assert_eq!((p.proto, p.port, p.timeout_ms), (ProbeProto::Tcp, 80, 2000));
+        let r = Resp::parse_from([
+            "responder",
+            "--name",
+            "web",
+            "--tcp",
+            "80",
+            "--tcp",
+            "8080",
+            "--udp",
+            "53",
+        ])
+        .cfg;
+        assert_eq!((r.tcp, r.udp, r.bind), (vec![80, 8080], vec![53], None));
+        assert!(Probe::try_parse_from(["probe", "not-an-ip"]).is_err());
+    }
+
+    #[test]
     fn v4_mapped_peers_are_shown_as_ipv4() {
         let mapped: SocketAddr = "[::ffff:10.0.0.1]:5".parse().unwrap();
         assert_eq!(canonical(mapped).to_string(), "10.0.0.1:5");
