@@ -296,6 +296,16 @@ impl Client {
         lock(&self.h.shared.last_txn_id).clone()
     }
 
+    /// Requests on the current connection still waiting for their reply.
+    pub fn requests_in_flight(&self) -> usize {
+        self.h
+            .shared
+            .live
+            .borrow()
+            .as_ref()
+            .map_or(0, |l| l.conn.pending_count())
+    }
+
     /// Drops the current connection (the manager reconnects); for tests and operators.
     pub fn disconnect(&self) {
         if let Some(l) = self.h.shared.live.borrow().as_ref() {

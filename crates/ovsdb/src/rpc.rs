@@ -246,6 +246,11 @@ impl Connection {
         decode_result(method, &frame)
     }
 
+    /// Requests sent (or being sent) whose reply has not arrived yet.
+    pub fn pending_count(&self) -> usize {
+        lock_pending(&self.inner.shared).map.len()
+    }
+
     /// Closes the session: pending calls fail with [`RpcError::ConnectionLost`].
     pub fn close(&self) {
         self.inner.shared.close("closed by client");

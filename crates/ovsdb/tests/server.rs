@@ -643,7 +643,7 @@ async fn in_flight_transaction_reports_outcome_unknown() {
     );
     let c2 = c.clone();
     let h = tokio::spawn(async move { c2.transact(&t).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(10, "transaction in flight", || c.requests_in_flight() == 1).await;
     srv.kill();
     let r = tokio::time::timeout(Duration::from_secs(5), h)
         .await
@@ -684,7 +684,7 @@ async fn outcome_unknown_is_settled_by_the_cache() {
         let c2 = c.clone();
         let t2 = t.clone();
         let h = tokio::spawn(async move { c2.transact_checked(&t2, 5, has("payload")).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually(10, "transaction in flight", || c.requests_in_flight() == 1).await;
         srv.kill();
         let mut ops = vec![
             serde_json::json!({"op": "insert", "table": "Logical_Switch", "row": {"name": "gate"}}),
