@@ -638,7 +638,7 @@ async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, Se
             return Ok(SessionEnd::Lost(why));
         };
         let seq = n.seq;
-        if let Some(end) = handle_notification(shared, &conn, n, &tables) {
+        if let Some(end) = handle_notification(shared, n, &tables) {
             conn.close();
             return Ok(end);
         }
@@ -646,12 +646,7 @@ async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, Se
     }
 }
 
-fn handle_notification(
-    shared: &Shared,
-    _conn: &Connection,
-    n: Notification,
-    tables: &[String],
-) -> Option<SessionEnd> {
+fn handle_notification(shared: &Shared, n: Notification, tables: &[String]) -> Option<SessionEnd> {
     let notice = match decode_notice(&n.method, &n.frame) {
         Ok(x) => x,
         Err(e) => {
