@@ -21,6 +21,18 @@
 //!
 //! Pods with a `deletionTimestamp` (held by finalizers) keep running until they are gone,
 //! so that EndpointSlices can show them as terminating.
+//!
+//! Wiring one node (the lab bring-up):
+//! ```text
+//! let mut cfg = KubeletConfig::new("node1", vec![node_ip], "ovnk-lab-", &lab_dir);
+//! cfg.node_netns = Some(node_ns.clone());            // Arc<NetNs> of the node
+//! cfg.cni_bin_dir = bin_dir; cfg.cni_conf_dir = conf_dir;  // where `ovnk node` installs them
+//! cfg.responder = Some(ResponderProgram { program: ovnk_exe, args: vec!["lab".into(), "responder".into()] });
+//! cfg.supervisor = supervisor.clone();               // so `lab down` stops responders too
+//! tokio::spawn(kubelet::run(client.clone(), cfg));
+//! ```
+//! `ovnk lab exec <ns>/<pod>` finds the namespace with [`find_pod`]; `lab down` can call
+//! [`remove_sandboxes`] per node, or delete every namespace starting with the prefix.
 
 mod cni;
 mod state;
