@@ -147,6 +147,9 @@ struct Shared {
     status: watch::Sender<Status>,
     stop: watch::Sender<bool>,
     last_txn_id: Mutex<Option<String>>,
+    /// OVSDB locks this client wants (re-requested after every reconnect) and whether the
+    /// current connection holds each.
+    locks: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Why the last connect attempt failed (for error messages).
     last_error: Mutex<Option<String>>,
     /// Current monitor conditions (start from `cfg.monitor_where`).
@@ -245,6 +248,7 @@ impl Client {
             stop: watch::channel(false).0,
             last_txn_id: Mutex::new(None),
             last_error: Mutex::new(None),
+            locks: Mutex::new(HashMap::new()),
             connects: std::sync::atomic::AtomicU64::new(0),
             resumes: std::sync::atomic::AtomicU64::new(0),
         });
@@ -476,6 +480,52 @@ impl Client {
         }
     }
 
+    /// Asks for the OVSDB lock `name` (RFC 7047 §4.1.8) and returns a watch of whether this
+    /// client holds it: true at once if it was free, later when the holder lets go. The
+    /// client asks again after every reconnect (locks belong to a connection) until
+    /// [`Client::unlock`]. Guard transactions with [`Transaction::assert_lock`].
+    pub async fn lock(&self, name: &str) -> Result<watch::Receiver<bool>, Error> {
+        self.lock_op("lock", name).await
+    }
+
+    /// Takes the lock `name` even if another client holds it (that one is told "stolen").
+    pub async fn steal(&self, name: &str) -> Result<watch::Receiver<bool>, Error> {
+        self.lock_op("steal", name).await
+    }
+
+    async fn lock_op(&self, method: &str, name: &str) -> Result<watch::Receiver<bool>, Error> {
+        if !crate::schema::is_id(name) {
+            return Err(Error::Config(format!("invalid lock name {name:?}")));
+        }
+        let rx = lock(&self.h.shared.locks)
+            .entry(name.to_owned())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe();
+        let live = self.live().await?;
+        let r: LockReply = live.conn.call(method, &json!([name])).await?;
+        if let Some(tx) = lock(&self.h.shared.locks).get(name) {
+            // A "locked" notification may have raced ahead of this reply; never undo it.
+            tx.send_if_modified(|held| {
+                let was = *held;
+                *held |= r.locked;
+                was != *held
+            });
+        }
+        Ok(rx)
+    }
+
+    /// Releases (or stops waiting for) the lock `name`.
+    pub async fn unlock(&self, name: &str) -> Result<(), Error> {
+        if let Some(tx) = lock(&self.h.shared.locks).remove(name) {
+            tx.send_replace(false);
+        }
+        let live = self.live().await?;
+        live.conn
+            .call::<_, serde_json::Value>("unlock", &json!([name]))
+            .await?;
+        Ok(())
+    }
+
     /// Round trip to the server.
     pub async fn echo(&self) -> Result<(), Error> {
         self.call("echo", json!([])).await.map(|_| ())
@@ -501,6 +551,11 @@ fn jitter(d: Duration) -> Duration {
     let half = d / 2;
     let extra = rand::rng().random_range(0..=half.as_millis() as u64);
     half + Duration::from_millis(extra)
+}
+
+#[derive(serde::Deserialize)]
+struct LockReply {
+    locked: bool,
 }
 
 enum SessionEnd {
@@ -529,6 +584,9 @@ async fn manager(shared: Arc<Shared>) {
             _ = stop.wait_for(|s| *s) => Ok(SessionEnd::Stopped),
         };
         shared.live.send_replace(None);
+        for tx in lock(&shared.locks).values() {
+            tx.send_replace(false);
+        }
         match res {
             Ok(SessionEnd::Stopped) => break,
             Ok(SessionEnd::Lost(why)) => {
@@ -606,6 +664,17 @@ async fn session(shared: &Arc<Shared>, remote: &Remote) -> Result<SessionEnd, Se
         if cfg.leader_only {
             start_server_monitor(&conn, &cfg.database).await?;
         }
+        // Locks belong to a connection: ask again for the ones we want.
+        let wanted: Vec<String> = lock(&shared.locks).keys().cloned().collect();
+        for name in wanted {
+            let r: LockReply = conn
+                .call("lock", &json!([name]))
+                .await
+                .map_err(retry("lock"))?;
+            if let Some(tx) = lock(&shared.locks).get(&name) {
+                tx.send_replace(r.locked);
+            }
+        }
         Ok::<_, SessionFail>((conn, notes, schema, tables))
     };
     let (conn, mut notes, schema, tables) =
@@ -670,6 +739,17 @@ fn handle_notification(shared: &Shared, n: Notification, tables: &[String]) -> O
         Notice::Other(m) => {
             if m == "database_changed" || m == "monitor_canceled" {
                 return Some(SessionEnd::Lost(format!("server sent {m}")));
+            }
+            if m == "locked" || m == "stolen" {
+                #[derive(serde::Deserialize)]
+                struct P {
+                    params: (String,),
+                }
+                if let Ok(P { params: (name,) }) = serde_json::from_slice::<P>(&n.frame) {
+                    if let Some(tx) = lock(&shared.locks).get(&name) {
+                        tx.send_replace(m == "locked");
+                    }
+                }
             }
             return None;
         }

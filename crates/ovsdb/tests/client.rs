@@ -366,3 +366,59 @@ async fn connect_failure_names_the_last_error() {
         "{msg}"
     );
 }
+
+/// OVSDB locks: one holder at a time, handed over on unlock, taken by steal, and
+/// `assert` guards transactions with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_guard_transactions() {
+    if !have_tools("locks_guard_transactions") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::standalone(dir.path(), NB_SCHEMA);
+    let a = nb_client(srv.remote()).await;
+    let b = nb_client(srv.remote()).await;
+    let guarded = |name: &str| {
+        let mut t = Transaction::new("OVN_Northbound");
+        t.assert_lock("ovnk_leader")
+            .insert(Sw::TABLE, sw(name, "x"));
+        t
+    };
+    let a_held = a.lock("ovnk_leader").await.unwrap();
+    assert!(*a_held.borrow());
+    let mut b_held = b.lock("ovnk_leader").await.unwrap();
+    assert!(!*b_held.borrow());
+    a.transact(&guarded("by-a")).await.unwrap();
+    let e = b.transact(&guarded("by-b")).await.unwrap_err();
+    assert!(
+        matches!(&e, ovsdb::Error::Txn(t) if t.kind() == Some(&ovsdb::ErrorKind::NotOwner)),
+        "{e}"
+    );
+    // Handed over on unlock.
+    a.unlock("ovnk_leader").await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), b_held.wait_for(|h| *h))
+        .await
+        .expect("b gets the lock")
+        .unwrap();
+    b.transact(&guarded("by-b")).await.unwrap();
+    // Stolen back.
+    let a_held = a.steal("ovnk_leader").await.unwrap();
+    assert!(*a_held.borrow());
+    tokio::time::timeout(std::time::Duration::from_secs(5), b_held.wait_for(|h| !*h))
+        .await
+        .expect("b is told it was stolen")
+        .unwrap();
+    assert!(b.transact(&guarded("b-again")).await.is_err());
+    assert!(a.lock("bad name").await.is_err());
+    // Locks belong to a connection: after a reconnect the client asks again by itself.
+    b.unlock("ovnk_leader").await.unwrap();
+    let mut a_held = a_held;
+    let n = a.connect_count();
+    a.disconnect();
+    eventually(10, "reconnect", || a.connect_count() > n).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), a_held.wait_for(|h| *h))
+        .await
+        .expect("lock held again after reconnect")
+        .unwrap();
+    a.transact(&guarded("by-a-again")).await.unwrap();
+}
