@@ -618,10 +618,13 @@ impl Index {
                 .node_state(&owner.name)
                 .map(|n| desired::node_rows(&self.net, &self.cfg, &n))
                 .unwrap_or_default(),
+            // A pod of a node that is gone has no switch to sit on (OVSDB already dropped
+            // its port with the switch); wanting it would retry forever.
             OwnerKind::Pod => self
                 .pods
                 .get(&owner.name)
                 .and_then(|r| r.state.as_ref())
+                .filter(|p| self.nodes.get(&p.node).is_some_and(|n| n.alloc.is_some()))
                 .map(|p| desired::pod_rows(&self.net, p))
                 .unwrap_or_default(),
             OwnerKind::Namespace => {
@@ -684,5 +687,158 @@ fn report_first(problems: Vec<String>) -> NodeAction {
     match problems.into_iter().next() {
         Some(p) => NodeAction::Report(problem("InvalidNodeAnnotation", p)),
         None => NodeAction::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ControllerConfig;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn index() -> Index {
+        let cfg = ControllerConfig::with_cluster_subnets(&["10.244.0.0/16/24"])
+            .resolve()
+            .unwrap();
+        Index::new(NetworkInfo::default_network(), cfg).unwrap()
+    }
+
+    fn node(name: &str, a: BTreeMap<String, String>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(a),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn pod(name: &str, node: &str, a: BTreeMap<String, String>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                annotations: Some(a),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// Applies a node and acknowledges its annotation write; returns what was written.
+    fn ready_node(ix: &mut Index, name: &str) -> BTreeMap<String, String> {
+        let mut d = Vec::new();
+        match ix.apply_node(&node(name, BTreeMap::new()), &mut d) {
+            NodeAction::Annotate(a) => {
+                ix.node_annotated(name, &mut d);
+                a
+            }
+            other => panic!("expected annotations, got {other:?}"),
+        }
+    }
+
+    fn annotate_pod(ix: &mut Index, name: &str, node: &str) -> String {
+        let mut d = Vec::new();
+        match ix.apply_pod(&pod(name, node, BTreeMap::new()), &mut d) {
+            PodAction::Annotate { value, .. } => {
+                ix.pod_annotated("ns", name, &format!("uid-{name}"), &mut d);
+                value
+            }
+            other => panic!("expected annotation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn allocations_skip_reserved_and_survive_restart() {
+        let mut ix = index();
+        let n1 = ready_node(&mut ix, "n1");
+        assert!(n1[ann::NODE_SUBNETS].contains("10.244.0.0/24"), "{n1:?}");
+        assert_eq!(n1[ann::NODE_ID], "2");
+        let a = annotate_pod(&mut ix, "a", "n1");
+        // .0 network, .1 gateway, .2 management port are never handed out.
+        assert!(a.contains("10.244.0.3/24"), "{a}");
+
+        // Restart: a new index honours the annotations (same subnet, same id, no reuse).
+        let mut ix2 = index();
+        let mut d = Vec::new();
+        assert_eq!(
+            ix2.apply_node(&node("n1", n1.clone()), &mut d),
+            NodeAction::Nothing
+        );
+        let mut pa = BTreeMap::new();
+        pa.insert(ann::POD_NETWORKS.to_string(), a.clone());
+        assert_eq!(
+            ix2.apply_pod(&pod("a", "n1", pa.clone()), &mut d),
+            PodAction::Nothing
+        );
+        let b = annotate_pod(&mut ix2, "b", "n1");
+        assert!(b.contains("10.244.0.4/24"), "{b}");
+        // Another node never gets n1's subnet.
+        let n2 = ready_node(&mut ix2, "n2");
+        assert!(n2[ann::NODE_SUBNETS].contains("10.244.1.0/24"), "{n2:?}");
+
+        // A second pod claiming a's address is reported, not reused.
+        match ix2.apply_pod(&pod("dup", "n1", pa), &mut d) {
+            PodAction::Report(p) => assert_eq!(p.reason, "PodAddressConflict"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pods_wait_for_their_node_and_addresses_free_after_commit() {
+        let mut ix = index();
+        let mut d = Vec::new();
+        assert_eq!(
+            ix.apply_pod(&pod("a", "n1", BTreeMap::new()), &mut d),
+            PodAction::Nothing
+        );
+        assert!(ix.is_waiting("ns:a"));
+        ready_node(&mut ix, "n1");
+        assert_eq!(ix.take_woken(), vec!["ns:a".to_string()]);
+        let a = annotate_pod(&mut ix, "a", "n1");
+        assert!(a.contains("10.244.0.3/24"));
+        assert_eq!(ix.desired(&Owner::pod("ns", "a")).len(), 1);
+
+        // Deleted: the LSP goes from the desired state at once, the address only after the
+        // removal is committed.
+        ix.delete_pod("ns", "a", &mut d);
+        assert!(ix.desired(&Owner::pod("ns", "a")).is_empty());
+        let a_ip: IpAddr = "10.244.0.3".parse().unwrap();
+        assert!(ix.pod_ips["n1"].is_allocated(a_ip));
+        let b = annotate_pod(&mut ix, "b", "n1");
+        assert!(b.contains("10.244.0.4/24"), "{b}");
+        ix.committed(&[Owner::pod("ns", "a")]);
+        assert!(!ix.pod_ips["n1"].is_allocated(a_ip));
+    }
+
+    #[test]
+    fn malformed_annotations_are_reported() {
+        let mut ix = index();
+        let mut d = Vec::new();
+        let mut a = BTreeMap::new();
+        a.insert(ann::NODE_SUBNETS.to_string(), "{garbage".to_string());
+        a.insert(ann::NODE_ID.to_string(), "7".to_string());
+        // Unusable allocations: new ones are made (and written) instead.
+        match ix.apply_node(&node("n1", a), &mut d) {
+            NodeAction::Annotate(w) => assert!(w.contains_key(ann::NODE_SUBNETS)),
+            other => panic!("{other:?}"),
+        }
+        ix.node_annotated("n1", &mut d);
+        let mut pa = BTreeMap::new();
+        pa.insert(ann::POD_NETWORKS.to_string(), "[]".to_string());
+        match ix.apply_pod(&pod("p", "n1", pa), &mut d) {
+            PodAction::Report(p) => {
+                assert_eq!(p.reason, "InvalidPodNetworks");
+                assert!(p.message.contains("ns/p"), "{}", p.message);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
