@@ -579,6 +579,7 @@ async fn manager(shared: Arc<Shared>) {
             break;
         }
         let remote = shared.cfg.remotes[idx % n].clone();
+        let started = tokio::time::Instant::now();
         let res = tokio::select! {
             r = session(&shared, &remote) => r,
             _ = stop.wait_for(|s| *s) => Ok(SessionEnd::Stopped),
@@ -591,7 +592,13 @@ async fn manager(shared: Arc<Shared>) {
             Ok(SessionEnd::Stopped) => break,
             Ok(SessionEnd::Lost(why)) => {
                 tracing::info!(remote = %remote, reason = %why, "ovsdb connection lost; reconnecting");
-                delay = shared.cfg.backoff_min;
+                // A session that dies right away (a flapping or hostile server) must not
+                // turn into a tight reconnect loop: only a lasting one resets the backoff.
+                if started.elapsed() > Duration::from_secs(5) {
+                    delay = shared.cfg.backoff_min;
+                } else {
+                    delay = (delay * 2).min(shared.cfg.backoff_max);
+                }
                 failures_in_round = 0;
                 // The server we had may be gone (or no longer leader): try the next first.
                 if n > 1 {
