@@ -422,3 +422,30 @@ async fn locks_guard_transactions() {
         .unwrap();
     a.transact(&guarded("by-a-again")).await.unwrap();
 }
+
+/// A server that accepts and hangs up at once is retried with growing backoff, not in a
+/// tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_server_gets_backoff_not_a_tight_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("flap.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acc = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            acc.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let mut cfg = ClientConfig::new(vec![ovsdb::Remote::Unix(sock)], "OVN_Northbound");
+    cfg.connect_timeout = std::time::Duration::from_millis(1500);
+    let e = ovsdb::Client::connect(cfg)
+        .await
+        .err()
+        .expect("cannot connect");
+    assert!(matches!(e, ovsdb::Error::NotConnected(_)), "{e}");
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // 50 ms doubling with jitter: about 5 attempts in 1.5 s; a tight loop would be hundreds.
+    assert!((2..=12).contains(&n), "{n} connection attempts in 1.5 s");
+}
