@@ -21,8 +21,12 @@ fuzz_target!(|data: &[u8]| {
                     let _ = serde_json::from_slice::<Value>(&frame);
                     let _ = ovsdb::txn::parse_transact_reply(&txn, &frame);
                     for m in ["update", "update2", "update3"] {
-                        if let Ok(ovsdb::update::Notice::Update { updates, .. }) = decode_notice(m, &frame) {
-                            let _ = cache.apply(updates, ApplyMode::Delta, &[]);
+                        match decode_notice(m, &frame) {
+                            Ok(ovsdb::update::Notice::Update { updates, .. })
+                            | Ok(ovsdb::update::Notice::Update3 { updates, .. }) => {
+                                let _ = cache.apply(updates, ApplyMode::Delta, &[]);
+                            }
+                            _ => {}
                         }
                     }
                 }
