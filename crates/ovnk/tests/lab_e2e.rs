@@ -121,6 +121,16 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    /// The pid the lab's supervisor recorded for a daemon.
+    fn daemon_pid_opt(&self, daemon: &str) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.dir().join("pids").join(format!("{daemon}.pid"))).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+    fn daemon_pid(&self, daemon: &str) -> i32 {
+        self.daemon_pid_opt(daemon)
+            .unwrap_or_else(|| panic!("no pidfile for {daemon}"))
+    }
     fn namespaces(&self) -> Vec<String> {
         ovnk_netns::list_named(&format!("ovnk-{}-", self.name))
     }
@@ -224,6 +234,61 @@ fn lab_up_pods_traffic_down_leaves_nothing() {
     let status = lab.ovnk(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains(&ip_a) && !text.contains("DOWN"), "{text}");
+
+    // Daemons killed under a continuous ping: the lab restarts them, no packet is lost.
+    let pinger = std::thread::spawn({
+        let (name, root) = (lab.name.clone(), lab.root.path().to_path_buf());
+        let ip_c = ip_c.clone();
+        move || {
+            Command::new(OVNK)
+                .args(["lab", "exec", "--name", &name, "--root"])
+                .arg(&root)
+                .args([
+                    "-n", "default", "a", "--", "ping", "-c", "40", "-i", "0.1", "-W", "1", &ip_c,
+                ])
+                .output()
+                .expect("ping")
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for daemon in [
+        "ovn-worker-ovnk-node",
+        "ovnk-controller",
+        "ovn-worker2-ovn-controller",
+    ] {
+        let old = lab.daemon_pid(daemon);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = lab.daemon_pid_opt(daemon);
+            if now.is_some_and(|p| p != old) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{daemon} was not restarted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let ping = pinger.join().unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        out.contains("40 received") && out.contains(" 0% packet loss"),
+        "traffic was disturbed while daemons restarted:\n{out}"
+    );
+
+    // down then up: the API objects stay, and the pods come back with the same IPs.
+    assert!(lab.ovnk(&["down"]).status.success());
+    assert!(lab.namespaces().is_empty());
+    assert!(lab.ovnk(&["up", "--nodes", "3"]).status.success());
+    assert_eq!(lab.pod_ip("default", "a"), ip_a);
+    assert_eq!(lab.pod_ip("default", "c"), ip_c);
+    assert!(
+        lab.ping_from("default", "a", &ip_c),
+        "after down/up a -> c ({ip_c})"
+    );
 
     let down = lab.ovnk(&["down"]);
     assert!(down.status.success());
