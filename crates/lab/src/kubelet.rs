@@ -628,8 +628,8 @@ async fn ensure_responder(shared: &Shared, pod: &Pod, sb: &PodSandbox) -> Result
         return Ok(());
     }
     let (log, pidfile) = cfg.responder_files(&sb.namespace, &sb.name);
-    // A responder left by an earlier kubelet would hold the ports.
-    stop_stale(&pidfile, &prog.program).await;
+    // A responder left by an earlier kubelet process would hold the ports.
+    stop_stale(&pidfile).await;
     let ns = NetNs::named(&sb.netns)?;
     let (tcp, udp) = responder_ports(pod);
     let mut spec = DaemonSpec::new(&dname, &prog.program, log, pidfile)
@@ -653,21 +653,20 @@ async fn ensure_responder(shared: &Shared, pod: &Pod, sb: &PodSandbox) -> Result
     Ok(())
 }
 
-async fn stop_stale(pidfile: &Path, program: &Path) {
+/// Stops the process a supervisor recorded in `pidfile` (pid and program), if it still
+/// runs that program.
+async fn stop_stale(pidfile: &Path) {
     let pidfile = pidfile.to_path_buf();
-    let program = program.to_string_lossy().into_owned();
     // Blocking: waits for the old process to exit.
-    let _ = tokio::task::spawn_blocking(move || crate::daemon::stop_by_pidfile(&pidfile, &program))
+    let _ = tokio::task::spawn_blocking(move || crate::daemon::stop_by_pidfile_recorded(&pidfile))
         .await;
 }
 
 async fn stop_responder(shared: &Shared, sb: &PodSandbox) {
     let cfg = &shared.cfg;
     cfg.supervisor.stop(&cfg.daemon_name(&sb.key())).await;
-    if let Some(prog) = &cfg.responder {
-        let (_, pidfile) = cfg.responder_files(&sb.namespace, &sb.name);
-        stop_stale(&pidfile, &prog.program).await;
-    }
+    let (_, pidfile) = cfg.responder_files(&sb.namespace, &sb.name);
+    stop_stale(&pidfile).await;
 }
 
 fn condition(
@@ -882,10 +881,8 @@ async fn record_event(client: &Client, pod: &Pod, type_: &str, reason: &str, mes
 pub fn remove_sandboxes(cfg: &KubeletConfig) -> Result<usize, KubeletError> {
     let st = NodeState::load(&cfg.state_path())?;
     for sb in st.pods.values() {
-        if let Some(prog) = &cfg.responder {
-            let (_, pidfile) = cfg.responder_files(&sb.namespace, &sb.name);
-            let _ = crate::daemon::stop_by_pidfile(&pidfile, &prog.program.to_string_lossy());
-        }
+        let (_, pidfile) = cfg.responder_files(&sb.namespace, &sb.name);
+        let _ = crate::daemon::stop_by_pidfile_recorded(&pidfile);
         ovnk_netns::delete_named(&sb.netns)?;
     }
     Ok(st.pods.len())

@@ -39,7 +39,7 @@ exit 0
 /// Helper process, not a test: the responder the kubelet starts (see `responder_program`).
 #[test]
 #[ignore = "helper process started by the kubelet test"]
-fn responder_child() {
+fn responder_child_via_sh() {
     #[derive(clap::Parser)]
     struct Cli {
         #[command(flatten)]
@@ -54,11 +54,14 @@ fn responder_child() {
         .expect("responder serves");
 }
 
-/// `sh -c` hands the kubelet's per-pod arguments to this test binary's `responder_child`.
+/// `sh -c` hands the kubelet's per-pod arguments to this test binary's
+/// `responder_child_via_sh`. The supervisor records `/bin/sh` as the program; the helper's
+/// name carries "sh" so that a later kubelet's stale-responder check (the command line
+/// must mention the recorded program) recognises it, as it does `ovnk` in the lab.
 fn responder_program() -> ResponderProgram {
     let me = std::env::current_exe().unwrap();
     let script = format!(
-        "OVNKT_RESPONDER_ARGS=\"$*\" exec '{}' --ignored --exact responder_child --nocapture --test-threads=1",
+        "OVNKT_RESPONDER_ARGS=\"$*\" exec '{}' --ignored --exact responder_child_via_sh --nocapture --test-threads=1",
         me.display()
     );
     ResponderProgram {
@@ -80,9 +83,11 @@ impl Drop for Guard {
                 if e.path().extension().is_some_and(|x| x == "pid") {
                     if let Some(pid) = std::fs::read_to_string(e.path())
                         .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
+                        .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok())
                     {
-                        if pid > 1 && ovnk_lab::daemon::process_matches(pid, "responder_child") {
+                        if pid > 1
+                            && ovnk_lab::daemon::process_matches(pid, "responder_child_via_sh")
+                        {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid),
                                 nix::sys::signal::Signal::SIGKILL,
@@ -423,7 +428,7 @@ async fn pods_get_namespaces_cni_responders_and_status() {
     assert_eq!(del["prevResult"]["ips"][0]["address"], "10.244.0.11/24");
     let pid = responder_pid.unwrap() as i32;
     wait_for("responder stopped", 10, || async move {
-        (!ovnk_lab::daemon::process_matches(pid, "responder_child")).then_some(())
+        (!ovnk_lab::daemon::process_matches(pid, "responder_child_via_sh")).then_some(())
     })
     .await;
     assert_eq!(sup.pid("pod/n1/default/web"), None);
@@ -467,7 +472,48 @@ async fn pods_get_namespaces_cni_responders_and_status() {
     })
     .await;
 
+    // A responder left behind by an earlier kubelet process (its supervisor gone) holds
+    // the pod's ports; the next kubelet stops it through its pidfile and starts its own.
     kubelet_task.abort();
     let _ = kubelet_task.await;
     sup.stop_all().await;
+    let prog = responder_program();
+    let mut cmd = std::process::Command::new(&prog.program);
+    cmd.args(&prog.args)
+        .args(["--name", "stale", "--tcp", "80", "--udp", "80"])
+        .stdout(std::process::Stdio::null());
+    ovnk_netns::NetNs::named(&bad_sb.netns)
+        .unwrap()
+        .command_in(&mut cmd)
+        .unwrap();
+    let mut stale = tokio::process::Command::from(cmd).spawn().unwrap();
+    let stale_pid = stale.id().unwrap() as i32;
+    let (_, pidfile) = cfg.responder_files("default", "bad");
+    // The supervisor's pidfile format: pid, then program.
+    std::fs::write(&pidfile, format!("{stale_pid}\n/bin/sh\n")).unwrap();
+    let netns = bad_sb.netns.clone();
+    wait_for("stale responder answers", 15, || {
+        let netns = netns.clone();
+        async move { (probe_in(&netns, ProbeProto::Tcp).await.ok()? == "stale").then_some(()) }
+    })
+    .await;
+    let sup2 = Supervisor::new();
+    let mut cfg2 = cfg.clone();
+    cfg2.supervisor = sup2.clone();
+    let kubelet_task = tokio::spawn(kubelet::run(client.clone(), cfg2));
+    wait_for("new responder replaces the stale one", 15, || {
+        let netns = netns.clone();
+        async move { (probe_in(&netns, ProbeProto::Tcp).await.ok()? == "bad").then_some(()) }
+    })
+    .await;
+    assert!(!ovnk_lab::daemon::process_matches(
+        stale_pid,
+        "responder_child_via_sh"
+    ));
+    let _ = stale.wait().await;
+    assert!(sup2.pid("pod/n1/default/bad").is_some());
+
+    kubelet_task.abort();
+    let _ = kubelet_task.await;
+    sup2.stop_all().await;
 }
