@@ -823,7 +823,9 @@ async fn set_status(
 async fn record_event(client: &Client, pod: &Pod, type_: &str, reason: &str, message: &str) {
     let (namespace, name, uid) = pod_name_of(pod);
     let api: Api<CoreEvent> = Api::namespaced(client.clone(), &namespace);
-    let ev_name = format!("{name}.{:016x}", state::fnv1a(&[&uid, reason]));
+    // Object names are limited to 253 characters; pod names may use all of them.
+    let stem: String = name.chars().take(200).collect();
+    let ev_name = format!("{stem}.{:016x}", state::fnv1a(&[&uid, reason]));
     let now = Time(Timestamp::now());
     let ev = CoreEvent {
         metadata: ObjectMeta {
