@@ -307,7 +307,7 @@ async fn resource(app: &Arc<App>, t: Target, r: Req) -> ApiResult<Response<Body>
     };
     let ns = t.ns.clone().unwrap_or_default();
     match (&r.method, &t.name, t.sub.as_deref()) {
-        (&Method::GET, None, _) if r.flag("watch") => watch(app, &t, &def, &r),
+        (&Method::GET, None, _) if r.flag("watch") => watch(app, &t, &def, &r).await,
         (&Method::GET, None, _) => list(app, &t, &def, &r).await,
         (&Method::GET, Some(name), _) if r.flag("watch") => {
             let mut q = r.query.clone();
@@ -318,7 +318,7 @@ async fn resource(app: &Arc<App>, t: Target, r: Req) -> ApiResult<Response<Body>
                 name: None,
                 sub: None,
             };
-            watch(app, &t2, &def, &Req { query: q, ..r })
+            watch(app, &t2, &def, &Req { query: q, ..r }).await
         }
         (&Method::GET, Some(name), _) => {
             let obj = app
@@ -789,7 +789,12 @@ fn single_event_response(line: Bytes) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
-fn watch(app: &Arc<App>, t: &Target, def: &ResourceDef, r: &Req) -> ApiResult<Response<Body>> {
+async fn watch(
+    app: &Arc<App>,
+    t: &Target,
+    def: &ResourceDef,
+    r: &Req,
+) -> ApiResult<Response<Body>> {
     let labels = LabelSelector::parse(r.q("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(r.q("fieldSelector").unwrap_or(""), def)?;
     if r.flag("sendInitialEvents") {
@@ -825,11 +830,8 @@ fn watch(app: &Arc<App>, t: &Target, def: &ResourceDef, r: &Req) -> ApiResult<Re
         }
         Some(s) => {
             let rv = parse_rv(s)?;
-            let cur = app.store.current_rv();
-            if rv > cur {
-                // kube-apiserver waits ~3 s for a too-new RV; a lab client asking for the future
-                // is a bug, so answer at once.
-                let e = ApiError::timeout_too_large_rv(rv, cur);
+            // A too-new RV waits (up to 3 s, as kube-apiserver) for the store to catch up.
+            if let Err(e) = wait_for_rv(app, rv).await {
                 return Ok(single_event_response(error_line(&e.to_status())));
             }
             match app.store.subscribe_from(rv) {

@@ -63,6 +63,10 @@ impl ServiceNet {
         let host_bits = (if v4 { 32 } else { 128 }) - n.prefix_len() as u32;
         // Cap huge IPv6 ranges: 2^20 candidates are plenty for a lab.
         let size: u128 = 1u128 << host_bits.min(20);
+        if size < 4 {
+            // A /31 or /32 (or IPv6 /126+) leaves nothing to hand out.
+            return None;
+        }
         let base = to_u128(n.network());
         let first = 1u128;
         let last = if v4 { size - 2 } else { size - 1 };

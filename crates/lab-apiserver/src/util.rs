@@ -61,7 +61,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
     }
@@ -180,6 +180,7 @@ mod tests {
             Some(1_700_000_000)
         );
         assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:2é0Z"), None);
     }
 
     #[test]

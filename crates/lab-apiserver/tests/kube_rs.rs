@@ -477,6 +477,11 @@ async fn watch_filters_resume_across_restart_and_410() -> TestResult {
     let ev = take_events(short.boxed(), 10).await;
     assert_eq!(names(&ev), ["BOOKMARK"]);
     assert!(started.elapsed() < Duration::from_secs(5));
+    // A resourceVersion from the future: ERROR 504 after kube-apiserver's ~3 s wait. (A list
+    // answers HTTP 504, which kube-rs retries with backoff for minutes: not tested here.)
+    let future = pods.watch(&WatchParams::default(), "999999").await?;
+    let ev = take_events(future.boxed(), 1).await;
+    assert_eq!(names(&ev), ["ERROR 504"]);
     // sendInitialEvents is refused, not ignored.
     let e = pods.watch(&WatchParams::streaming_lists(), "").await.err();
     assert_eq!(e.as_ref().and_then(status_code), Some(422));
