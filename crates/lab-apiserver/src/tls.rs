@@ -87,9 +87,12 @@ impl Credentials {
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?;
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().map_err(tls)?;
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .map_err(tls)?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "localhost".to_string(),
+        ])
+        .map_err(tls)?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "ovnk-lab-apiserver");
