@@ -9,6 +9,10 @@
 //! 2. List: the namespace grown to 50,000 pods; time of one full list (raw JSON, no limit), of
 //!    a paginated list (limit=500, as kube-rs watchers do), and the server's RSS around it.
 //!    Baseline: the same list at 10,000 pods (scaling ratio, ideal 5.0).
+//!
+//! Knobs for investigating: `APISERVER_BENCH_QUICK=1` skips the paced 10k run (the table's
+//! paced rows then show an unpaced run); `APISERVER_BENCH_HOLD=<secs>` keeps the server with
+//! its 50k pods up that long before the table, printing the kubeconfig to probe it with.
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
