@@ -146,6 +146,18 @@ async fn controller(nb: &str, kube: Arc<MemKube>) -> Result<Arc<Controller>> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// Where the time went: planning (desired rows + diff), waiting for NB replies, and
+/// applying monitor events to the controller's cache.
+fn breakdown(ctl: &Controller) {
+    let ms = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+    println!(
+        "  breakdown: plan {:.0} ms, NB round trips {:.0} ms, cache updates {:.0} ms",
+        ms(&ctl.plan_nanos),
+        ms(&ctl.nb().txn_nanos),
+        ms(&ctl.nb().cache_nanos)
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -182,6 +194,7 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
     ctl.settle().await;
     let fresh = t.elapsed();
     let lsps = ctl.nb().cache().len("Logical_Switch_Port");
+    breakdown(&ctl);
     println!(
         "fresh: {pods} pods converged in {fresh:.2?} = {:.0} pods/s, {} transactions (LSPs in NB: {lsps})",
         pods as f64 / fresh.as_secs_f64(),
@@ -243,6 +256,7 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
         "resync: converged in {resync:.2?}, {} transactions",
         ctl2.nb().transaction_count()
     );
+    breakdown(&ctl2);
 
     // The floor: the same rows in one raw transaction on another empty server.
     let server3 = testkit::OvsdbServer::start(testkit::OVN_NB_SCHEMA).context("ovsdb-server")?;
@@ -265,14 +279,15 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
         let cache = raw.cache();
         ovnk_controller::engine::plan(&cache, &groups)
     };
+    let n_ops = plan.ops.len();
     let t = Instant::now();
-    raw.transact(&plan.ops)
+    raw.transact(plan.ops)
         .await
         .map_err(|e| anyhow!("raw transaction: {e}"))?;
     let floor = t.elapsed();
     println!(
         "raw: one transaction of the same {} operations committed in {floor:.2?}; resync/raw = {:.2}× (target ≤ 1.5×)",
-        plan.ops.len(),
+        n_ops,
         resync.as_secs_f64() / floor.as_secs_f64()
     );
     Ok(())

@@ -63,6 +63,8 @@ pub struct Controller {
     annotate_limit: Arc<Semaphore>,
     in_flight: AtomicUsize,
     max_batch: usize,
+    /// Time spent computing desired rows and planning (benchmarks).
+    pub plan_nanos: std::sync::atomic::AtomicU64,
     /// Commit hook (tests, benchmarks): called with the owners of each committed txn.
     on_commit: Mutex<Option<CommitHook>>,
 }
@@ -100,6 +102,7 @@ impl Controller {
             annotate_limit: Arc::new(Semaphore::new(64)),
             in_flight: AtomicUsize::new(0),
             max_batch: max_batch.max(1),
+            plan_nanos: std::sync::atomic::AtomicU64::new(0),
             on_commit: Mutex::new(None),
         })
     }
@@ -302,14 +305,17 @@ impl Controller {
             if owners.is_empty() {
                 return;
             }
+            let started = std::time::Instant::now();
             let groups: Vec<(Owner, Vec<crate::rows::DesiredRow>)> = {
                 let idx = self.index();
                 owners.iter().map(|o| (o.clone(), idx.desired(o))).collect()
             };
-            let plan = {
+            let mut plan = {
                 let cache = self.nb.cache();
                 engine::plan(&cache, &groups)
             };
+            self.plan_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if !plan.failed.is_empty() {
                 for (o, e) in &plan.failed {
                     tracing::debug!(owner = %o, "deferred: {e}");
@@ -321,13 +327,21 @@ impl Controller {
                 self.index().committed(&plan.planned);
                 return;
             }
-            match self.nb.transact(&plan.ops).await {
+            let ops = std::mem::take(&mut plan.ops);
+            match self.nb.transact(ops).await {
                 Ok(()) => {
                     drop(self.nb.cache());
                     self.index().committed(&plan.planned);
                     if let Some(h) = lock(&self.on_commit).as_ref() {
                         h(&plan.planned);
                     }
+                }
+                Err(crate::nb::TxnFailure::Connection(e)) => {
+                    tracing::warn!(
+                        "NB transaction of {} owners: {e}; retrying",
+                        plan.planned.len()
+                    );
+                    self.requeue_later(plan.planned, Duration::from_millis(500));
                 }
                 Err(e) if plan.planned.len() > 1 => {
                     tracing::debug!(

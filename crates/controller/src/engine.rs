@@ -16,6 +16,7 @@
 //! * nothing differs → no operation at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ovsdb::schema::{DatabaseSchema, Max};
 use ovsdb::{Atom, Row, Uuid, Value};
@@ -28,7 +29,8 @@ use crate::rows::{owner_of, DesiredRow, Owner, RowKey};
 pub struct NbCache {
     schema: DatabaseSchema,
     controller: String,
-    tables: HashMap<String, HashMap<Uuid, Row>>,
+    // Rows shared with the ovsdb client's cache (no copy per update).
+    tables: HashMap<String, HashMap<Uuid, Arc<Row>>>,
     by_id: HashMap<(String, String), BTreeSet<Uuid>>,
     by_owner: HashMap<Owner, BTreeSet<(String, String)>>,
     /// child uuid → parents (table, uuid, column) holding it in a reference column.
@@ -77,11 +79,14 @@ impl NbCache {
     }
 
     pub fn row(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
-        self.tables.get(table)?.get(uuid)
+        self.tables.get(table)?.get(uuid).map(|r| &**r)
     }
 
     pub fn rows(&self, table: &str) -> impl Iterator<Item = (&Uuid, &Row)> {
-        self.tables.get(table).into_iter().flat_map(|t| t.iter())
+        self.tables
+            .get(table)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(u, r)| (u, &**r)))
     }
 
     pub fn len(&self, table: &str) -> usize {
@@ -102,13 +107,21 @@ impl NbCache {
 
     /// Inserts, replaces (`Some`) or removes (`None`) one row; `row` is normalized here.
     pub fn apply(&mut self, table: &str, uuid: Uuid, row: Option<Row>) {
+        let row = row.map(|mut r| {
+            if let Some(ts) = self.schema.tables.get(table) {
+                ts.normalize_row(&mut r);
+            }
+            Arc::new(r)
+        });
+        self.apply_shared(table, uuid, row);
+    }
+
+    /// As [`Self::apply`] for a row already normalized (the ovsdb client cache's rows).
+    pub fn apply_shared(&mut self, table: &str, uuid: Uuid, row: Option<Arc<Row>>) {
         if let Some(old) = self.tables.get_mut(table).and_then(|t| t.remove(&uuid)) {
             self.unindex(table, uuid, &old);
         }
-        if let Some(mut row) = row {
-            if let Some(ts) = self.schema.tables.get(table) {
-                ts.normalize_row(&mut row);
-            }
+        if let Some(row) = row {
             self.index(table, uuid, &row);
             self.tables
                 .entry(table.to_string())
@@ -267,9 +280,19 @@ impl UuidRef {
             UuidRef::Named(n) => Atom::NamedUuid(n.clone()),
         }
     }
-    fn json(&self) -> Json {
-        serde_json::to_value(self.atom()).unwrap_or(Json::Null)
-    }
+}
+
+/// One child added to / removed from a parent's set column. Collected over the whole batch
+/// and merged into one `mutate` per (parent, column, direction): ovsdb-server copies the
+/// set on every mutate, so 500 single-element mutates on `ovn_cluster_router` would cost
+/// quadratic time.
+#[derive(Debug, Clone)]
+struct Link {
+    table: String,
+    parent: UuidRef,
+    column: String,
+    insert: bool,
+    child: Atom,
 }
 
 fn to_json(v: &Value) -> Json {
@@ -289,8 +312,12 @@ pub fn plan(cache: &NbCache, groups: &[(Owner, Vec<DesiredRow>)]) -> Plan {
     let mut plan = Plan::default();
     let mut named: HashMap<RowKey, String> = HashMap::new();
     let mut next_name = 0usize;
+    let mut all_links: Vec<Link> = Vec::new();
+    let mut deletes: Vec<Json> = Vec::new();
     for (owner, rows) in order {
         let mut ops = Vec::new();
+        let mut links = Vec::new();
+        let mut dels = Vec::new();
         let mut local_named = Vec::new();
         let mut counts = (0, 0, 0);
         match plan_owner(
@@ -299,13 +326,15 @@ pub fn plan(cache: &NbCache, groups: &[(Owner, Vec<DesiredRow>)]) -> Plan {
             rows,
             &named,
             &mut next_name,
-            &mut ops,
+            (&mut ops, &mut links, &mut dels),
             &mut local_named,
             &mut counts,
         ) {
             Ok(()) => {
                 named.extend(local_named);
                 plan.ops.extend(ops);
+                all_links.extend(links);
+                deletes.extend(dels);
                 plan.planned.push(owner.clone());
                 plan.inserts += counts.0;
                 plan.updates += counts.1;
@@ -314,6 +343,33 @@ pub fn plan(cache: &NbCache, groups: &[(Owner, Vec<DesiredRow>)]) -> Plan {
             Err(e) => plan.failed.push((owner.clone(), e)),
         }
     }
+    // Inserts into parents first (every named row exists by now), then removals.
+    for insert in [true, false] {
+        let mut groups: Vec<(String, String, UuidRef, String, Vec<Atom>)> = Vec::new();
+        let mut at: HashMap<(String, String, String), usize> = HashMap::new();
+        for l in all_links.iter().filter(|l| l.insert == insert) {
+            let pk = match &l.parent {
+                UuidRef::Real(u) => u.to_string(),
+                UuidRef::Named(n) => format!("named:{n}"),
+            };
+            let k = (l.table.clone(), pk, l.column.clone());
+            match at.get(&k) {
+                Some(i) => groups[*i].4.push(l.child.clone()),
+                None => {
+                    at.insert(k.clone(), groups.len());
+                    groups.push((k.0, k.1, l.parent.clone(), k.2, vec![l.child.clone()]));
+                }
+            }
+        }
+        let verb = if insert { "insert" } else { "delete" };
+        for (table, _, parent, column, children) in groups {
+            plan.ops.push(
+                json!({"op": "mutate", "table": table, "where": where_uuid(&parent),
+                "mutations": [[column, verb, to_json(&Value::set(children))]]}),
+            );
+        }
+    }
+    plan.ops.extend(deletes);
     plan
 }
 
@@ -324,11 +380,10 @@ fn plan_owner(
     rows: &[DesiredRow],
     named: &HashMap<RowKey, String>,
     next_name: &mut usize,
-    ops: &mut Vec<Json>,
+    (ops, links, deletes): (&mut Vec<Json>, &mut Vec<Link>, &mut Vec<Json>),
     local_named: &mut Vec<(RowKey, String)>,
     counts: &mut (usize, usize, usize),
 ) -> Result<(), PlanError> {
-    let mut links: Vec<Json> = Vec::new();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
     let resolve = |key: &RowKey, local: &[(RowKey, String)]| -> Option<UuidRef> {
         if let Some(u) = cache.lookup(key) {
@@ -397,8 +452,13 @@ fn plan_owner(
                         UuidRef::Named(_) => false,
                     };
                     if !linked {
-                        links.push(json!({"op": "mutate", "table": p.parent.table, "where": where_uuid(&pref),
-                            "mutations": [[p.column, "insert", to_json(&Value::Set(vec![Atom::Uuid(uuid)]))]]}));
+                        links.push(Link {
+                            table: p.parent.table.to_string(),
+                            parent: pref,
+                            column: p.column.to_string(),
+                            insert: true,
+                            child: Atom::Uuid(uuid),
+                        });
                         counts.1 += 1;
                     }
                 }
@@ -416,21 +476,20 @@ fn plan_owner(
                 ops.push(json!({"op": "insert", "table": table, "row": row, "uuid-name": name}));
                 counts.0 += 1;
                 if let Some((pref, p)) = parent {
-                    let child = UuidRef::Named(name.clone());
-                    links.push(
-                        json!({"op": "mutate", "table": p.parent.table, "where": where_uuid(&pref),
-                        "mutations": [[p.column, "insert", ["set", [child.json()]]]]}),
-                    );
+                    links.push(Link {
+                        table: p.parent.table.to_string(),
+                        parent: pref,
+                        column: p.column.to_string(),
+                        insert: true,
+                        child: Atom::NamedUuid(name.clone()),
+                    });
                 }
                 local_named.push((d.key.clone(), name));
             }
         }
     }
-    ops.extend(links);
 
     // Stale rows: owned by this owner, not desired (and duplicates of desired ids).
-    let mut unlinks: Vec<Json> = Vec::new();
-    let mut deletes: Vec<Json> = Vec::new();
     if let Some(have) = cache.by_owner.get(owner) {
         for (table, id) in have {
             let uuids = match cache.by_id.get(&(table.clone(), id.clone())) {
@@ -448,15 +507,18 @@ fn plan_owner(
                     deletes.push(json!({"op": "delete", "table": table, "where": where_uuid(&u)}));
                 } else {
                     for (pt, pu, col) in cache.referrers.get(uuid).into_iter().flatten() {
-                        unlinks.push(json!({"op": "mutate", "table": pt, "where": where_uuid(&UuidRef::Real(*pu)),
-                            "mutations": [[col, "delete", to_json(&Value::Set(vec![Atom::Uuid(*uuid)]))]]}));
+                        links.push(Link {
+                            table: pt.clone(),
+                            parent: UuidRef::Real(*pu),
+                            column: col.clone(),
+                            insert: false,
+                            child: Atom::Uuid(*uuid),
+                        });
                     }
                 }
             }
         }
     }
-    ops.extend(unlinks);
-    ops.extend(deletes);
     Ok(())
 }
 

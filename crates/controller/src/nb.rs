@@ -16,6 +16,18 @@ use crate::ControllerError;
 
 pub const NB_DB: &str = "OVN_Northbound";
 
+/// Why a transaction did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxnFailure {
+    /// The server refused it (an operation failed): something in the batch is at fault.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// No connection, or it dropped: the outcome is unknown and the batch is retried whole
+    /// (the plan is recomputed from the cache, so a committed one then plans to nothing).
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
 /// A connected NB client with the controller's cache.
 pub struct Nb {
     client: Client,
@@ -24,6 +36,9 @@ pub struct Nb {
     /// Transactions sent (tests assert "restart with no change → zero writes").
     pub transactions: AtomicU64,
     pub operations: AtomicU64,
+    /// Time spent waiting for transaction replies, and applying monitor events to our cache.
+    pub txn_nanos: AtomicU64,
+    pub cache_nanos: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,7 +88,7 @@ impl Nb {
                 )));
             }
             for (u, row) in client.cache().table_rows(t) {
-                cache.apply(t, u, Some((*row).clone()));
+                cache.apply_shared(t, u, Some(row));
             }
         }
         Ok(Nb {
@@ -82,11 +97,14 @@ impl Nb {
             events: Mutex::new(rx),
             transactions: AtomicU64::new(0),
             operations: AtomicU64::new(0),
+            txn_nanos: AtomicU64::new(0),
+            cache_nanos: AtomicU64::new(0),
         })
     }
 
     /// The cache, brought up to date with every event received so far.
     pub fn cache(&self) -> MutexGuard<'_, NbCache> {
+        let started = std::time::Instant::now();
         let mut cache = lock(&self.cache);
         let mut rx = lock(&self.events);
         while let Ok(ev) = rx.try_recv() {
@@ -94,49 +112,64 @@ impl Nb {
                 Event::Insert { table, uuid, new }
                 | Event::Update {
                     table, uuid, new, ..
-                } => cache.apply(&table, uuid, Some((*new).clone())),
-                Event::Delete { table, uuid, .. } => cache.apply(&table, uuid, None),
+                } => cache.apply_shared(&table, uuid, Some(new)),
+                Event::Delete { table, uuid, .. } => cache.apply_shared(&table, uuid, None),
             }
         }
+        self.cache_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         cache
     }
 
     /// Sends one transaction of planned operations. Per-operation errors come back as one
     /// error naming the operation.
-    pub async fn transact(&self, ops: &[Json]) -> Result<(), String> {
+    pub async fn transact(&self, ops: Vec<Json>) -> Result<(), TxnFailure> {
+        // What each operation was, for error messages; the operations themselves are moved
+        // into the request (a 50,000-operation batch is not copied).
+        let summary: Vec<String> = ops
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o["op"].as_str().unwrap_or("?"),
+                    o["table"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let n_ops = ops.len();
         let mut params = Vec::with_capacity(ops.len() + 1);
         params.push(json!(NB_DB));
-        params.extend(ops.iter().cloned());
+        params.extend(ops);
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        self.operations
-            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        self.operations.fetch_add(n_ops as u64, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let res = self
             .client
             .call("transact", Json::Array(params))
             .await
-            .map_err(|e| e.to_string())?;
-        let results = res
-            .as_array()
-            .ok_or_else(|| format!("transact reply is not an array: {res}"))?;
+            .map_err(|e| TxnFailure::Connection(e.to_string()));
+        self.txn_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let res = res?;
+        let results = res.as_array().ok_or_else(|| {
+            TxnFailure::Rejected(format!("transact reply is not an array: {res}"))
+        })?;
         for (i, r) in results.iter().enumerate() {
             if let Some(err) = r.get("error").and_then(|e| e.as_str()) {
                 let details = r.get("details").and_then(|d| d.as_str()).unwrap_or("");
-                let op = ops.get(i).map_or_else(String::new, |o| {
-                    format!(
-                        " ({} {})",
-                        o["op"].as_str().unwrap_or("?"),
-                        o["table"].as_str().unwrap_or("")
-                    )
-                });
-                return Err(format!("operation {i}{op}: {err}: {details}"));
+                let op = summary
+                    .get(i)
+                    .map_or_else(String::new, |o| format!(" ({o})"));
+                return Err(TxnFailure::Rejected(format!(
+                    "operation {i}{op}: {err}: {details}"
+                )));
             }
         }
-        if results.len() < ops.len() {
-            return Err(format!(
-                "transact reply has {} results for {} operations",
+        if results.len() < n_ops {
+            return Err(TxnFailure::Rejected(format!(
+                "transact reply has {} results for {n_ops} operations",
                 results.len(),
-                ops.len()
-            ));
+            )));
         }
         Ok(())
     }
