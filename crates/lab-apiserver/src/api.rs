@@ -275,6 +275,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let result = match route {
         Route::Health => return text(200, "ok"),
         Route::Version => Ok(json_response(200, &discovery::version())),
+        Route::ApiVersions | Route::GroupList if discovery::wants_aggregated(&r.accept) => {
+            let core = matches!(route, Route::ApiVersions);
+            let body =
+                serde_json::to_vec(&discovery::aggregated(&app.reg, core)).unwrap_or_default();
+            Ok(Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)
+                .body(full(body))
+                .unwrap_or_else(|_| Response::new(full(Bytes::new()))))
+        }
         Route::ApiVersions => Ok(json_response(
             200,
             &discovery::api_versions(&app.server_addr),

@@ -180,3 +180,91 @@ pub fn openapi_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
         "components": {"schemas": {}}
     }))
 }
+
+/// The `Content-Type` of an aggregated discovery answer; kubectl rejects the same body labelled
+/// plain `application/json`.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery v2.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|a| {
+        let a = a.replace(' ', "");
+        a.contains("as=APIGroupDiscoveryList") && a.contains("v=v2") && !a.contains("v=v2beta1")
+    })
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2`): the core group for `/api`, the named
+/// groups for `/apis`, every resource of every version in one answer.
+pub fn aggregated(reg: &Registry, core: bool) -> Value {
+    let mut groups: Vec<&str> = Vec::new();
+    for (g, _) in reg.group_versions() {
+        if g.is_empty() == core && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let versions: Vec<Value> = reg
+                .group_versions()
+                .into_iter()
+                .filter(|(gg, _)| gg == g)
+                .map(|(_, v)| {
+                    let resources: Vec<Value> = reg
+                        .defs()
+                        .iter()
+                        .filter(|d| d.group == *g && d.version == v)
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let metadata = if g.is_empty() {
+                json!({})
+            } else {
+                json!({"name": g})
+            };
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+           "metadata": {}, "items": items})
+}
+
+fn aggregated_resource(d: &ResourceDef) -> Value {
+    let kind = |k: &str| json!({"group": "", "version": "", "kind": k});
+    let mut r = json!({
+        "resource": d.plural,
+        "responseKind": kind(d.kind),
+        "scope": if d.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": d.singular,
+        "verbs": ALL_VERBS,
+    });
+    if !d.short_names.is_empty() {
+        r["shortNames"] = json!(d.short_names);
+    }
+    if !d.categories.is_empty() {
+        r["categories"] = json!(d.categories);
+    }
+    let mut subs = Vec::new();
+    if d.status_subresource {
+        subs.push(
+            json!({"subresource": "status", "responseKind": kind(d.kind),
+                         "verbs": ["get", "patch", "update"]}),
+        );
+    }
+    match d.behavior {
+        Behavior::Pod => subs.push(
+            json!({"subresource": "binding", "responseKind": kind("Binding"), "verbs": ["create"]}),
+        ),
+        Behavior::Namespace => subs.push(
+            json!({"subresource": "finalize", "responseKind": kind("Namespace"), "verbs": ["update"]}),
+        ),
+        _ => {}
+    }
+    if !subs.is_empty() {
+        r["subresources"] = Value::Array(subs);
+    }
+    r
+}

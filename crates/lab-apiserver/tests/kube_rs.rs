@@ -338,6 +338,22 @@ async fn crud_patches_and_errors() -> TestResult {
     ] {
         assert!(groups.iter().any(|x| x == g), "{g} missing from {groups:?}");
     }
+    // Aggregated discovery (v2) gives the same groups in two requests.
+    let agg = kube::discovery::Discovery::new(c.clone())
+        .run_aggregated()
+        .await?;
+    let agg_groups: Vec<String> = agg.groups().map(|g| g.name().to_string()).collect();
+    assert_eq!(
+        agg_groups.len(),
+        groups.len(),
+        "{agg_groups:?} vs {groups:?}"
+    );
+    let (ar, caps) = agg
+        .get("k8s.ovn.org")
+        .and_then(|g| g.recommended_kind("EgressIP"))
+        .ok_or("EgressIP missing from aggregated discovery")?;
+    assert_eq!(ar.plural, "egressips");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
     let v = c.apiserver_version().await?;
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "32"));
     server.shutdown().await;
