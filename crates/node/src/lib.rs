@@ -204,6 +204,10 @@ pub async fn run_with<N: podnet::NetOps>(
         .map_err(|e| NodeError::Kube(format!("annotating Node {node}: {e}")))?;
 
     // 4. CNI server (STATUS says "not ready" until the management port is up).
+    // Veth checksums must be complete whenever br-int forwards in userspace, also
+    // when someone else made br-int netdev.
+    let userspace = cfg.userspace_datapath
+        || ovs.bridge_datapath_type(ovs::BR_INT).as_deref() == Some("netdev");
     let (ready_tx, ready_rx) = watch::channel(false);
     let agent = Arc::new(cni::CniAgent::new(
         net.clone(),
@@ -211,7 +215,7 @@ pub async fn run_with<N: podnet::NetOps>(
         pods.clone(),
         cni::CniSettings {
             mtu: cfg.mtu,
-            tx_checksum_off: cfg.userspace_datapath,
+            tx_checksum_off: userspace,
             pod_annotation_timeout: cfg.pod_annotation_timeout,
             ovn_installed_timeout: cfg.ovn_installed_timeout,
             node_netns: cfg.netns.clone(),

@@ -453,6 +453,16 @@ impl Ovs {
         })
     }
 
+    /// A bridge's `datapath_type` ("" is the kernel default), if the bridge exists.
+    pub fn bridge_datapath_type(&self, bridge: &str) -> Option<String> {
+        self.row_by_name("Bridge", bridge).map(|(_, r)| {
+            r.get("datapath_type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+    }
+
     /// The database this client talks to, for messages.
     pub fn db(&self) -> &str {
         &self.db

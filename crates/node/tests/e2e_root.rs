@@ -456,6 +456,41 @@ async fn pods_ping_through_ovn_and_survive_an_agent_restart() {
     assert_eq!(rd.code, 0, "second DEL: {}", rd.stdout);
     assert!(ping(&node.netns, "10.244.0.4"), "pod-b still reachable");
 
+    // Registration in the API: chassis id, primary address, (disabled) gateway.
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(kube.clone());
+    let n = nodes.get("node1").await.expect("get node");
+    let ann = n.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        ann.get("k8s.ovn.org/node-chassis-id").map(String::as_str),
+        Some("node1")
+    );
+    assert_eq!(
+        ann.get("k8s.ovn.org/node-primary-ifaddr")
+            .map(String::as_str),
+        Some(r#"{"ipv4":"172.30.99.11/24"}"#)
+    );
+    assert!(ann.contains_key("k8s.ovn.org/l3-gateway-config"), "{ann:?}");
+
+    // pod-b is deleted while the agent is away: the shim's DEL succeeds without it,
+    // and the restarted agent removes the orphaned port and veth.
+    agent.abort();
+    let _ = agent.await;
+    let _ = std::fs::remove_file(&sock);
+    let rd = shim(&bin, "DEL", idb, &pb, "pod-b", &uid_b, &conf).await;
+    assert_eq!(rd.code, 0, "DEL without agent: {}", rd.stdout);
+    let pods_api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(kube.clone(), "default");
+    pods_api
+        .delete("pod-b", &Default::default())
+        .await
+        .expect("delete pod-b");
+    let host_b = &idb[..15];
+    assert!(vsctl(&node.db, &["list-ports", "br-int"]).contains(host_b));
+    let agent = tokio::spawn(ovnk_node::run(cfg.clone(), kube.clone()));
+    wait_ready(&bin, &status_conf).await;
+    assert!(!vsctl(&node.db, &["list-ports", "br-int"]).contains(host_b));
+    assert!(!ip(&["-n", &node.netns, "-o", "link"]).contains(host_b));
+
     agent.abort();
     let _ = agent.await;
     drop(daemons);
