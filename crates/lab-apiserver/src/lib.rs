@@ -1,10 +1,10 @@
 //! A small Kubernetes-compatible API server on SQLite, for the lab.
 //!
 //! It speaks the part of the Kubernetes REST API that ovnk (through kube-rs) and the stock
-//! `kubectl` use: discovery, a minimal OpenAPI v3, CRUD, watch, the three patch formats and
+//! `kubectl` use: discovery (legacy and aggregated v2), a minimal OpenAPI v3, CRUD, watch, the three patch formats and
 //! server-side apply (as a merge), over HTTPS on loopback with a bearer token. Kinds are rows
 //! of a table ([`BUILTIN_KINDS`]). It is a lab component, not a production API server: no
-//! RBAC, no admission, no field ownership, no protobuf, no aggregated discovery.
+//! RBAC, no admission, no field ownership, no protobuf answers.
 //!
 //! What it does, and where it differs from kube-apiserver (on purpose, for a lab):
 //! - Storage: an in-memory index serves reads; SQLite (WAL, `synchronous=FULL`) keeps every
