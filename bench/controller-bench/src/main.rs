@@ -140,6 +140,13 @@ fn rss_hwm_kib() -> u64 {
 async fn controller(nb: &str, kube: Arc<MemKube>) -> Result<Arc<Controller>> {
     let mut cfg = ControllerConfig::with_cluster_subnets(&["10.128.0.0/9/24"]);
     cfg.nb_remotes = vec![nb.to_string()];
+    // Keys per transaction; env CONTROLLER_BENCH_BATCH overrides the default (500).
+    if let Some(b) = std::env::var("CONTROLLER_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.max_batch = b;
+    }
     let ops: Arc<dyn KubeOps> = kube;
     ovnk_controller::build(&cfg, ops)
         .await
