@@ -267,8 +267,10 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
 
     // The floor: the same rows in one raw transaction on another empty server.
     let server3 = testkit::OvsdbServer::start(testkit::OVN_NB_SCHEMA).context("ovsdb-server")?;
-    let mut cfg = ControllerConfig::default();
-    cfg.nb_remotes = vec![server3.remote()];
+    let cfg = ControllerConfig {
+        nb_remotes: vec![server3.remote()],
+        ..Default::default()
+    };
     let raw = ovnk_controller::nb::Nb::connect(&cfg, "default-network-controller")
         .await
         .map_err(|e| anyhow!("{e}"))?;
