@@ -398,6 +398,15 @@ impl Controller {
         }
     }
 
+    /// Re-plans the owners whose NB rows were deleted since the last check (by us — then
+    /// the plan is empty — or by hand, then the rows come back). Called periodically.
+    pub fn check_drift(&self) -> usize {
+        let owners = self.nb.cache().take_deleted_owners();
+        let n = owners.len();
+        self.mark(owners);
+        n
+    }
+
     pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0 && lock(&self.dirty).is_empty()
     }

@@ -37,6 +37,8 @@ pub struct NbCache {
     referrers: HashMap<Uuid, BTreeSet<(String, Uuid, String)>>,
     /// table → its columns that reference rows (precomputed from the schema).
     ref_cols: HashMap<String, Vec<String>>,
+    /// Owners that lost a row since the last [`NbCache::take_deleted_owners`].
+    deleted_owners: BTreeSet<Owner>,
 }
 
 impl NbCache {
@@ -63,7 +65,16 @@ impl NbCache {
             by_id: HashMap::new(),
             by_owner: HashMap::new(),
             referrers: HashMap::new(),
+            deleted_owners: BTreeSet::new(),
         }
+    }
+
+    /// Owners whose rows were deleted (by anyone) since the last call: the controller
+    /// re-plans them, which repairs hand deletions while it runs and is a no-op otherwise.
+    pub fn take_deleted_owners(&mut self) -> Vec<Owner> {
+        std::mem::take(&mut self.deleted_owners)
+            .into_iter()
+            .collect()
     }
 
     pub fn schema(&self) -> &DatabaseSchema {
@@ -119,6 +130,11 @@ impl NbCache {
     /// As [`Self::apply`] for a row already normalized (the ovsdb client cache's rows).
     pub fn apply_shared(&mut self, table: &str, uuid: Uuid, row: Option<Arc<Row>>) {
         if let Some(old) = self.tables.get_mut(table).and_then(|t| t.remove(&uuid)) {
+            if row.is_none() {
+                if let Some((owner, _)) = owner_of(&old, &self.controller) {
+                    self.deleted_owners.insert(owner);
+                }
+            }
             self.unindex(table, uuid, &old);
         }
         if let Some(row) = row {

@@ -131,6 +131,16 @@ pub async fn watch(ctl: Arc<Controller>, client: kube::Client) -> Result<(), Con
     let mut synced = false;
     let reconciler = tokio::spawn(ctl.clone().run_reconciler());
     let _abort = AbortOnDrop(reconciler);
+    // Rows deleted behind our back come back within a couple of seconds.
+    let drift_ctl = ctl.clone();
+    let drift = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            drift_ctl.check_drift();
+        }
+    });
+    let _abort_drift = AbortOnDrop(drift);
     while let Some(item) = all.next().await {
         let res: Result<(), watcher::Error> = match item {
             Change::Node(Ok(ev)) => {

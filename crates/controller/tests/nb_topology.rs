@@ -192,6 +192,21 @@ async fn scenario(stack: Stack) {
     // Same addresses as before the restart.
     assert_eq!(pod_net(&kube, "ns", "a"), a);
 
+    // While running: a port deleted by hand comes back at the next drift check.
+    ctl.check_drift();
+    nbctl(&nb, &["lsp-del", "ns_c"]);
+    let start = std::time::Instant::now();
+    while ctl.check_drift() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "deletion not seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ctl.settle().await;
+    let ports = nbctl(&nb, &["lsp-list", "n1"]);
+    assert!(ports.contains("(ns_c)"), "ns_c not repaired: {ports}");
+
     // A pod goes: its LSP and its address leave NB; a new pod does not get a used address.
     ctl.pod_deleted("ns", "b");
     ctl.settle().await;
