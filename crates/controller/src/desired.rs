@@ -24,10 +24,23 @@ pub const LR: &str = "Logical_Router";
 pub const LRP: &str = "Logical_Router_Port";
 pub const ROUTE: &str = "Logical_Router_Static_Route";
 pub const NAT: &str = "NAT";
+pub const POLICY: &str = "Logical_Router_Policy";
 pub const ADDRESS_SET: &str = "Address_Set";
 
 /// The tables the controller writes (and monitors).
-pub const TABLES: &[&str] = &[LS, LSP, LR, LRP, ROUTE, NAT, ADDRESS_SET];
+pub const TABLES: &[&str] = &[LS, LSP, LR, LRP, ROUTE, NAT, POLICY, ADDRESS_SET];
+
+/// Upstream's router policy priorities on `ovn_cluster_router`.
+pub const NODE_SUBNET_POLICY_PRIORITY: i64 = 1004;
+pub const DEFAULT_NO_REROUTE_PRIORITY: i64 = 101;
+pub const JOIN_NO_REROUTE_PRIORITY: i64 = 102;
+
+fn ip_kw(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip4",
+        Family::V6 => "ip6",
+    }
+}
 
 /// A node as the desired-state functions need it: allocations already persisted in its
 /// annotations, plus what the node agent reported.
@@ -163,6 +176,39 @@ pub fn cluster_rows(net: &NetworkInfo, cfg: &Resolved) -> Vec<DesiredRow> {
         ),
         b.row(LS, "join-switch", vec![("name", s(&join))], None),
     ];
+    // Pod-to-pod and pod-to-join traffic is routed normally, never rerouted by the
+    // lower-priority policies (upstream's 101/102 "no reroute" policies).
+    for f in &cfg.families {
+        let ip = ip_kw(*f);
+        let label = family_label(*f);
+        for (i, cidr) in cfg.cluster_cidrs(*f).iter().enumerate() {
+            rows.push(b.row(
+                POLICY,
+                &format!("no-reroute-pods-{label}-{i}"),
+                vec![
+                    ("priority", Value::from(DEFAULT_NO_REROUTE_PRIORITY)),
+                    (
+                        "match",
+                        s(format!("{ip}.src == {cidr} && {ip}.dst == {cidr}")),
+                    ),
+                    ("action", s("allow")),
+                ],
+                link(&cr_key, "policies"),
+            ));
+            if let Some(j) = cfg.join.subnet(*f) {
+                rows.push(b.row(
+                    POLICY,
+                    &format!("no-reroute-join-{label}-{i}"),
+                    vec![
+                        ("priority", Value::from(JOIN_NO_REROUTE_PRIORITY)),
+                        ("match", s(format!("{ip}.src == {cidr} && {ip}.dst == {j}"))),
+                        ("action", s("allow")),
+                    ],
+                    link(&cr_key, "policies"),
+                ));
+            }
+        }
+    }
     if let Some(mac) = mac_of(&join_ips) {
         rows.push(b.row(
             LRP,
@@ -262,6 +308,33 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
             ],
             link(&ls_key, "ports"),
         ));
+    }
+
+    // Pods reach their own node's IP through the management port (upstream 1004 policy).
+    if let Some(gw) = &node.gateway {
+        for ip in &gw.ip_addresses {
+            let f = fam(ip);
+            if let Some(m) = mgmt.iter().find(|m| fam(m) == f) {
+                rows.push(b.row(
+                    POLICY,
+                    &format!("node-ip-{}", family_label(f)),
+                    vec![
+                        ("priority", Value::from(NODE_SUBNET_POLICY_PRIORITY)),
+                        (
+                            "match",
+                            s(format!(
+                                "inport == \"{rtos}\" && {}.dst == {} /* {n} */",
+                                ip_kw(f),
+                                ip.addr()
+                            )),
+                        ),
+                        ("action", s("reroute")),
+                        ("nexthops", set([m.addr().to_string()])),
+                    ],
+                    link(&cr_key, "policies"),
+                ));
+            }
+        }
     }
 
     // Gateway router: only once ovn-controller on the node has a chassis to bind it to.
@@ -596,6 +669,18 @@ mod tests {
             col(&rows, "jtor-ovn_cluster_router", "options"),
             &smap(&[("router-port", "rtoj-ovn_cluster_router")])
         );
+        let matches: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r.key.table == POLICY)
+            .map(|r| &r.columns["match"])
+            .collect();
+        assert_eq!(
+            matches,
+            vec![
+                &s("ip4.src == 10.244.0.0/16 && ip4.dst == 10.244.0.0/16"),
+                &s("ip4.src == 10.244.0.0/16 && ip4.dst == 100.64.0.0/16"),
+            ]
+        );
     }
 
     #[test]
@@ -654,6 +739,12 @@ mod tests {
                 "missing route {want:?} in {routes:?}"
             );
         }
+        let pol = rows.iter().find(|r| r.key.table == POLICY).unwrap();
+        assert_eq!(
+            pol.columns["match"],
+            s("inport == \"rtos-node1\" && ip4.dst == 172.30.33.11 /* node1 */")
+        );
+        assert_eq!(pol.columns["nexthops"], set(["10.244.1.2"]));
         let nat = rows.iter().find(|r| r.key.table == NAT).unwrap();
         assert_eq!(nat.columns["external_ip"], s("172.30.33.11"));
         assert_eq!(nat.columns["logical_ip"], s("10.244.0.0/16"));
