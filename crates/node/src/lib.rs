@@ -57,8 +57,9 @@ pub enum NetError {
 pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
+    /// Boxed: OVS errors carry the client's error and would bloat every `Result`.
     #[error(transparent)]
-    Ovs(#[from] ovs::OvsError),
+    Ovs(Box<ovs::OvsError>),
     #[error(transparent)]
     Net(#[from] NetError),
     #[error("Kubernetes API: {0}")]
@@ -69,6 +70,12 @@ pub enum NodeError {
     Io(String),
     #[error("timed out: {0}")]
     Timeout(String),
+}
+
+impl From<ovs::OvsError> for NodeError {
+    fn from(e: ovs::OvsError) -> Self {
+        NodeError::Ovs(Box::new(e))
+    }
 }
 
 /// Aborts the agent's background tasks when [`run`] ends or is dropped, so a
@@ -173,7 +180,9 @@ pub async fn run_with<N: podnet::NetOps>(
 
     // 3. Node annotations.
     let gw_mac = match &cfg.gateway {
+        // A dedicated router address brings its own MAC; only the shared one needs breth0's.
         None => None,
+        Some(g) if g.router_address.is_some() => None,
         Some(g) => {
             let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
             loop {
@@ -248,17 +257,7 @@ pub async fn run_with<N: podnet::NetOps>(
             node: node.clone(),
             reason: format!("{NODE_SUBNETS} has no subnet for the default network"),
         })?;
-    let mgmt = mgmt::setup_mgmt_port(
-        &ovs,
-        &*net,
-        &node,
-        &subnet,
-        cfg.mtu,
-        &cfg.cluster_cidrs,
-        &cfg.service_cidrs,
-        cfg.startup_timeout,
-    )
-    .await?;
+    let mgmt = mgmt::setup_mgmt_port(&ovs, &*net, cfg, &subnet).await?;
     tracing::info!(node = %node, "management port {} at {}", mgmt::MGMT_PORT, mgmt.address);
 
     // 6. Ports of pods deleted while the agent was away (the shim's DEL succeeds

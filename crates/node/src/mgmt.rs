@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use ovnk_annotations::MacAddr;
 
+use crate::config::NodeConfig;
 use crate::ovs::{Ovs, PortSpec};
 use crate::podnet::{HostLinkSpec, NetOps, Route};
 use crate::NodeError;
@@ -93,17 +94,15 @@ pub fn mgmt_link_spec(
     }
 }
 
-/// Creates (or re-asserts, idempotently) the management port for `subnet`.
+/// Creates (or re-asserts, idempotently) the management port for `subnet`; waits at
+/// most `cfg.startup_timeout` for ovs-vswitchd to create the device.
 pub async fn setup_mgmt_port<N: NetOps>(
     ovs: &Ovs,
     net: &N,
-    node: &str,
+    cfg: &NodeConfig,
     subnet: &IpNet,
-    mtu: u32,
-    cluster_cidrs: &[IpNet],
-    service_cidrs: &[IpNet],
-    timeout: Duration,
 ) -> Result<MgmtAddrs, NodeError> {
+    let (node, mtu, timeout) = (&cfg.node_name, cfg.mtu, cfg.startup_timeout);
     let addrs = mgmt_addrs(subnet)?;
     ovs.add_port(&mgmt_port_spec(node, &addrs, mtu)).await?;
     // ovs-vswitchd creates the tap asynchronously; it is a local daemon, a short poll is fine.
@@ -116,8 +115,13 @@ pub async fn setup_mgmt_port<N: NetOps>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    net.configure_host_link(&mgmt_link_spec(&addrs, mtu, cluster_cidrs, service_cidrs))
-        .await?;
+    net.configure_host_link(&mgmt_link_spec(
+        &addrs,
+        mtu,
+        &cfg.cluster_cidrs,
+        &cfg.service_cidrs,
+    ))
+    .await?;
     Ok(addrs)
 }
 

@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ethtool;
 use crate::NetError;
@@ -139,14 +140,6 @@ fn link_mac(link: &LinkMessage) -> Option<Mac> {
     })
 }
 
-/// Names the temporary peer so that concurrent ADDs never collide in the node namespace.
-fn temp_peer_name(host_ifname: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    host_ifname.hash(&mut h);
-    format!("ovnkp{:08x}", h.finish() as u32)
-}
-
 async fn add_addresses(handle: &Handle, index: u32, addrs: &[IpNet]) -> Result<(), NetError> {
     for a in addrs {
         let mut req = handle
@@ -253,19 +246,26 @@ impl NetOps for Netlink {
         if let Some(old) = link_by_name(h, &spec.host_ifname).await? {
             h.link().del(old.header.index).execute().await?;
         }
-        let peer = temp_peer_name(&spec.host_ifname);
-        if let Some(old) = link_by_name(h, &peer).await? {
-            h.link().del(old.header.index).execute().await?;
-        }
+        // The pod end is created directly inside the pod's namespace with its final
+        // name, MAC and MTU (like `ip link add … peer name eth0 netns X`): moving a device
+        // between namespaces afterwards waits for an RCU grace period under the RTNL lock,
+        // which serialises a burst of ADDs.
+        let peer = LinkMessageBuilder::<LinkUnspec>::default()
+            .name(spec.ifname.clone())
+            .address(spec.mac.to_vec())
+            .mtu(spec.mtu)
+            .setns_by_fd(ns.raw_fd())
+            .build();
         h.link()
             .add(
-                LinkVeth::new(&spec.host_ifname, &peer)
+                LinkVeth::new(&spec.host_ifname, &spec.ifname)
                     .mtu(spec.mtu)
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                     .build(),
             )
             .execute()
             .await?;
-        let result = self.finish_setup(&ns, spec, &peer).await;
+        let result = self.finish_setup(&ns, spec).await;
         if result.is_err() {
             // Leave nothing half made: deleting the host end deletes the pair.
             if let Ok(Some(l)) = link_by_name(h, &spec.host_ifname).await {
@@ -350,18 +350,8 @@ impl Netlink {
         &self,
         ns: &NetNs,
         spec: &PodInterfaceSpec,
-        peer: &str,
     ) -> Result<PodInterface, NetError> {
         let h = &self.handle;
-        let peer_index = link_index(h, peer).await?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(peer_index)
-                    .setns_by_fd(ns.raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await?;
 
         // Host end: no ARP and no IPv6 (OVS owns its frames), up.
         let host = link_by_name(h, &spec.host_ifname)
@@ -387,17 +377,7 @@ impl Netlink {
 
         // Pod end, from a handle inside the pod's namespace.
         let ph = ns.rtnetlink()?;
-        let idx = link_index(&ph, peer).await?;
-        ph.link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .name(spec.ifname.clone())
-                    .address(spec.mac.to_vec())
-                    .mtu(spec.mtu)
-                    .build(),
-            )
-            .execute()
-            .await?;
+        let idx = link_index(&ph, &spec.ifname).await?;
         ph.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()

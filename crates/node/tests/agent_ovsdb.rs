@@ -284,12 +284,12 @@ async fn concurrent_adds_all_succeed() {
         ready,
     ));
     let mut tasks = Vec::new();
-    for i in 0..20usize {
+    for (i, path) in paths.iter().enumerate() {
         let agent = agent.clone();
         let r = request(
             "ADD",
             &format!("c{i:02}xxxxxxxxxxxxxxxxx"),
-            &paths[i],
+            path,
             ("ns", &format!("p{i}"), &format!("u{i}")),
             serde_json::json!({}),
         );
@@ -355,7 +355,9 @@ async fn bad_input_through_the_real_shim() {
     assert_eq!(ok.json["ips"][0]["address"], "10.244.1.9/24");
     assert_eq!(ok.json["cniVersion"], "1.0.0");
 
-    let mut cases: Vec<(&str, Vec<(String, String)>, String, u64, &str)> = Vec::new();
+    // (what, environment, stdin, expected code, text the message must contain)
+    type Case<'a> = (&'a str, Vec<(String, String)>, String, u64, &'a str);
+    let mut cases: Vec<Case> = Vec::new();
     let mut no_env = base("ADD", &netns0, args_ok);
     no_env.retain(|(k, _)| k != "CNI_CONTAINERID");
     cases.push(("missing env", no_env, conf.clone(), 4, "CNI_CONTAINERID"));
