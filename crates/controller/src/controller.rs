@@ -1,7 +1,7 @@
 //! The driver: feeds the index from Kubernetes events, writes allocations to the API before
 //! they are used, and reconciles dirty owners into batched NB transactions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,8 +12,9 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::engine;
 use crate::index::{pod_key, Index, NodeAction, PodAction, Problem};
-use crate::nb::Nb;
+use crate::nb::{Nb, TxnFailure};
 use crate::rows::{Owner, OwnerKind};
+use serde_json::Value as Json;
 
 /// The Kubernetes writes the controller makes; the real one goes through kube-rs
 /// ([`crate::kube_io::KubeClientOps`]); tests and benchmarks may use an in-memory one.
@@ -273,18 +274,6 @@ impl Controller {
         self.mark(owners);
     }
 
-    fn take_batch(&self) -> Vec<Owner> {
-        let mut d = lock(&self.dirty);
-        let mut out = Vec::new();
-        while out.len() < self.max_batch {
-            match d.pop_first() {
-                Some(o) => out.push(o),
-                None => break,
-            }
-        }
-        out
-    }
-
     fn requeue_later(self: &Arc<Self>, owners: Vec<Owner>, after: Duration) {
         if owners.is_empty() {
             return;
@@ -298,63 +287,69 @@ impl Controller {
         });
     }
 
-    /// Reconciles one batch of owners: plan against the cache, one transaction.
-    /// On a failed transaction the batch is split to isolate the owner at fault.
-    pub fn reconcile(self: &Arc<Self>, owners: Vec<Owner>) -> BoxFuture<'_, ()> {
+    /// Desired rows and the plan for `owners`; None when there is nothing to send.
+    /// Owners that cannot be planned yet (missing parent) are retried shortly.
+    fn plan_batch(self: &Arc<Self>, owners: &[Owner]) -> Option<(Vec<Owner>, Vec<Json>)> {
+        if owners.is_empty() {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let groups: Vec<(Owner, Vec<crate::rows::DesiredRow>)> = {
+            let idx = self.index();
+            owners.iter().map(|o| (o.clone(), idx.desired(o))).collect()
+        };
+        let plan = {
+            let cache = self.nb.cache();
+            engine::plan(&cache, &groups)
+        };
+        self.plan_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if !plan.failed.is_empty() {
+            for (o, e) in &plan.failed {
+                tracing::debug!(owner = %o, "deferred: {e}");
+            }
+            let retry: Vec<Owner> = plan.failed.iter().map(|(o, _)| o.clone()).collect();
+            self.requeue_later(retry, Duration::from_millis(200));
+        }
+        if plan.is_empty() {
+            self.index().committed(&plan.planned);
+            return None;
+        }
+        Some((plan.planned, plan.ops))
+    }
+
+    /// Handles a transaction's outcome. A rejected batch is split to isolate the owner at
+    /// fault; a connection failure retries the whole batch (re-planned from the cache).
+    fn finish(
+        self: &Arc<Self>,
+        planned: Vec<Owner>,
+        result: Result<(), TxnFailure>,
+    ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if owners.is_empty() {
-                return;
-            }
-            let started = std::time::Instant::now();
-            let groups: Vec<(Owner, Vec<crate::rows::DesiredRow>)> = {
-                let idx = self.index();
-                owners.iter().map(|o| (o.clone(), idx.desired(o))).collect()
-            };
-            let mut plan = {
-                let cache = self.nb.cache();
-                engine::plan(&cache, &groups)
-            };
-            self.plan_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            if !plan.failed.is_empty() {
-                for (o, e) in &plan.failed {
-                    tracing::debug!(owner = %o, "deferred: {e}");
-                }
-                let retry: Vec<Owner> = plan.failed.iter().map(|(o, _)| o.clone()).collect();
-                self.requeue_later(retry, Duration::from_millis(200));
-            }
-            if plan.is_empty() {
-                self.index().committed(&plan.planned);
-                return;
-            }
-            let ops = std::mem::take(&mut plan.ops);
-            match self.nb.transact(ops).await {
+            match result {
                 Ok(()) => {
                     drop(self.nb.cache());
-                    self.index().committed(&plan.planned);
+                    self.index().committed(&planned);
                     if let Some(h) = lock(&self.on_commit).as_ref() {
-                        h(&plan.planned);
+                        h(&planned);
                     }
                 }
-                Err(crate::nb::TxnFailure::Connection(e)) => {
-                    tracing::warn!(
-                        "NB transaction of {} owners: {e}; retrying",
-                        plan.planned.len()
-                    );
-                    self.requeue_later(plan.planned, Duration::from_millis(500));
+                Err(TxnFailure::Connection(e)) => {
+                    tracing::warn!("NB transaction of {} owners: {e}; retrying", planned.len());
+                    self.requeue_later(planned, Duration::from_millis(500));
                 }
-                Err(e) if plan.planned.len() > 1 => {
+                Err(e) if planned.len() > 1 => {
                     tracing::debug!(
                         "transaction of {} owners failed ({e}); splitting",
-                        plan.planned.len()
+                        planned.len()
                     );
-                    let mut a = plan.planned;
+                    let mut a = planned;
                     let b = a.split_off(a.len() / 2);
                     self.reconcile(a).await;
                     self.reconcile(b).await;
                 }
                 Err(e) => {
-                    let o = plan.planned[0].clone();
+                    let o = planned[0].clone();
                     tracing::error!(owner = %o, "NB transaction failed: {e}");
                     if o.kind == OwnerKind::Node {
                         self.report(
@@ -371,31 +366,89 @@ impl Controller {
         })
     }
 
-    /// Reconciles until nothing is dirty and no annotation write or retry is in flight.
-    pub async fn settle(self: &Arc<Self>) {
+    /// Reconciles one batch of owners now: plan against the cache, one transaction.
+    pub fn reconcile(self: &Arc<Self>, owners: Vec<Owner>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some((planned, ops)) = self.plan_batch(&owners) {
+                let r = self.nb.transact(ops).await;
+                self.finish(planned, r).await;
+            }
+        })
+    }
+
+    /// Takes up to `max_batch` dirty owners, skipping those in a transaction in flight (they
+    /// stay dirty and are planned once it committed).
+    fn take_batch_excluding(&self, busy: &HashSet<Owner>) -> Vec<Owner> {
+        let mut d = lock(&self.dirty);
+        let mut out = Vec::new();
+        let mut skipped = Vec::new();
+        while out.len() < self.max_batch {
+            match d.pop_first() {
+                Some(o) if busy.contains(&o) => skipped.push(o),
+                Some(o) => out.push(o),
+                None => break,
+            }
+        }
+        d.extend(skipped);
+        out
+    }
+
+    /// The pipelined loop: the next batch is planned while the previous transaction is in
+    /// flight (disjoint owners, so neither plan depends on the other's outcome; a child
+    /// whose parent is still in flight is simply deferred). Transactions are still sent one
+    /// at a time, each after the previous one's updates are in the cache.
+    async fn drive(self: &Arc<Self>, until_idle: bool) {
+        let mut pending: Option<(Vec<Owner>, tokio::task::JoinHandle<Result<(), TxnFailure>>)> =
+            None;
         loop {
-            let batch = self.take_batch();
+            let busy: HashSet<Owner> = pending
+                .as_ref()
+                .map(|(o, _)| o.iter().cloned().collect())
+                .unwrap_or_default();
+            let batch = self.take_batch_excluding(&busy);
             if batch.is_empty() {
-                if self.in_flight.load(Ordering::SeqCst) == 0 && lock(&self.dirty).is_empty() {
-                    return;
+                if let Some((owners, h)) = pending.take() {
+                    let r = h
+                        .await
+                        .unwrap_or_else(|e| Err(TxnFailure::Connection(e.to_string())));
+                    self.finish(owners, r).await;
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                if until_idle {
+                    if self.is_idle() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else {
+                    self.notify.notified().await;
+                }
                 continue;
             }
-            self.reconcile(batch).await;
+            let next = self.plan_batch(&batch);
+            if let Some((owners, h)) = pending.take() {
+                let r = h
+                    .await
+                    .unwrap_or_else(|e| Err(TxnFailure::Connection(e.to_string())));
+                self.finish(owners, r).await;
+            }
+            if let Some((owners, ops)) = next {
+                let this = self.clone();
+                pending = Some((
+                    owners,
+                    tokio::spawn(async move { this.nb.transact(ops).await }),
+                ));
+            }
         }
+    }
+
+    /// Reconciles until nothing is dirty and no annotation write or retry is in flight.
+    pub async fn settle(self: &Arc<Self>) {
+        self.drive(true).await
     }
 
     /// The reconcile loop: runs until the task is dropped.
     pub async fn run_reconciler(self: Arc<Self>) {
-        loop {
-            let batch = self.take_batch();
-            if batch.is_empty() {
-                self.notify.notified().await;
-                continue;
-            }
-            self.reconcile(batch).await;
-        }
+        self.drive(false).await
     }
 
     /// Re-plans the owners whose NB rows were deleted since the last check (by us — then
