@@ -44,6 +44,8 @@ pub trait KubeOps: Send + Sync + 'static {
 }
 
 type CommitHook = Box<dyn Fn(&[Owner]) + Send + Sync>;
+/// A transaction in flight and the owners it carries.
+type InFlight = (Vec<Owner>, tokio::task::JoinHandle<Result<(), TxnFailure>>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -398,8 +400,7 @@ impl Controller {
     /// whose parent is still in flight is simply deferred). Transactions are still sent one
     /// at a time, each after the previous one's updates are in the cache.
     async fn drive(self: &Arc<Self>, until_idle: bool) {
-        let mut pending: Option<(Vec<Owner>, tokio::task::JoinHandle<Result<(), TxnFailure>>)> =
-            None;
+        let mut pending: Option<InFlight> = None;
         loop {
             let busy: HashSet<Owner> = pending
                 .as_ref()
