@@ -421,3 +421,107 @@ async fn bad_input_through_the_real_shim() {
     let r = run(&shim, &base("DEL", &netns0, args_ok), &conf).await;
     assert_eq!(r.code, 0, "DEL without agent: {}", r.stdout);
 }
+
+/// `run_with` end to end without root: registration in OVS and in the API, the
+/// management port, removal of a pod port left by a deleted pod, then ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_registers_the_node_and_cleans_up() {
+    if !testkit::require_env(PREREQS) {
+        return;
+    }
+    let e = env().await;
+    let _ctl = FakeOvnController::start(&e.db, &["*"]).await;
+    // A port left behind by a pod that was deleted while no agent ran.
+    let stale = ovnk_node::ovs::PortSpec {
+        name: "stale0000000000".into(),
+        internal: false,
+        external_ids: BTreeMap::from([
+            ("iface-id".to_string(), "gone_pod".to_string()),
+            ("sandbox".to_string(), "stale0000000000abc".to_string()),
+        ]),
+        mac: None,
+        mtu_request: None,
+        port_other_config: BTreeMap::new(),
+    };
+    e.ovs.add_port(&stale).await.expect("stale port");
+    assert_eq!(port_names(&e.db), "stale0000000000");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_api, kube) = apiserver(dir.path()).await;
+    create_node(
+        &kube,
+        "node1",
+        BTreeMap::from([(
+            ovnk_annotations::NODE_SUBNETS.to_string(),
+            r#"{"default":["10.244.1.0/24"]}"#.to_string(),
+        )]),
+    )
+    .await;
+    let net = Arc::new(FakeNet::default());
+    net.add_host_link(ovnk_node::mgmt::MGMT_PORT);
+    let mut cfg = ovnk_node::NodeConfig::new(
+        "node1",
+        &e.db,
+        "unix:/central/sb.sock",
+        "172.30.33.11/24".parse().expect("ip"),
+    );
+    cfg.cni_socket = dir.path().join("cni/server.sock");
+    cfg.cni_conf_dir = Some(dir.path().join("net.d"));
+    cfg.startup_timeout = Duration::from_secs(20);
+    let agent = tokio::spawn(ovnk_node::run_with(cfg, kube.clone(), net.clone()));
+
+    // Ready = the CNI configuration is installed (written last).
+    let conf = dir.path().join("net.d/10-ovn-kubernetes.conflist");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !conf.exists() {
+        assert!(!agent.is_finished(), "agent stopped early");
+        assert!(std::time::Instant::now() < deadline, "agent not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids = vsctl(&e.db, &["get", "open", ".", "external_ids"]);
+    for want in [
+        "system-id=n1", // the existing system-id is kept
+        "ovn-remote=\"unix:/central/sb.sock\"",
+        "ovn-encap-type=geneve",
+        "ovn-encap-ip=\"172.30.33.11\"",
+        "ovn-bridge-datapath-type=netdev",
+    ] {
+        assert!(ids.contains(want), "{want} missing in {ids}");
+    }
+    assert_eq!(port_names(&e.db), "ovn-k8s-mp0", "stale port not removed");
+    assert_eq!(
+        vsctl(
+            &e.db,
+            &["get", "interface", "ovn-k8s-mp0", "external_ids:iface-id"]
+        ),
+        "k8s-node1"
+    );
+    assert_eq!(
+        vsctl(&e.db, &["get", "interface", "ovn-k8s-mp0", "type"]),
+        "internal"
+    );
+    {
+        let st = net.lock();
+        let mp0 = st.host_links[ovnk_node::mgmt::MGMT_PORT]
+            .as_ref()
+            .expect("mp0 configured");
+        assert_eq!(mp0.mac, Some([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x02]));
+        assert_eq!(mp0.addresses[0].to_string(), "10.244.1.2/24");
+        assert_eq!(mp0.routes.len(), 2, "{:?}", mp0.routes);
+    }
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(kube.clone());
+    let ann = nodes
+        .get("node1")
+        .await
+        .expect("node")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        ann.get(ovnk_annotations::NODE_CHASSIS_ID)
+            .map(String::as_str),
+        Some("n1")
+    );
+    assert!(ann.contains_key(ovnk_annotations::L3_GATEWAY_CONFIG));
+    agent.abort();
+}
