@@ -27,6 +27,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The stock kubectl drives the lab and its tests. The machine images ship it; Debian
+# itself has no kubectl package, so only try apt when it is missing and say so clearly.
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt-get install -y -qq kubectl >/dev/null 2>&1 || {
+    echo "setup: kubectl not found and not installable from the configured apt sources;" >&2
+    echo "       install the stock kubectl (v1.27+) to drive the lab" >&2
+    exit 1
+  }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1

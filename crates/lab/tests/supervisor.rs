@@ -39,12 +39,9 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
     .args(["-c", "echo up; exec sleep 300"]);
     let pid = sup.start(spec).await.unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let recorded: u32 = std::fs::read_to_string(dir.path().join("sleeper.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(recorded, pid);
+    // The pidfile records the pid and the program, so a later cleanup can check both.
+    let recorded = std::fs::read_to_string(dir.path().join("sleeper.pid")).unwrap();
+    assert_eq!(recorded, format!("{pid}\n/bin/sh\n"));
     assert!(matches!(
         next_event(&mut events).await,
         DaemonEvent::Started { .. }

@@ -251,6 +251,18 @@ fn lab_up_pods_traffic_down_leaves_nothing() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
+    // A pod added while traffic flows elsewhere must not disturb that traffic.
+    let extra = lab.root.path().join("pod-d.yaml");
+    std::fs::write(
+        &extra,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: d, namespace: default}\nspec:\n  nodeSelector: {kubernetes.io/hostname: ovn-worker}\n  containers: [{name: c, image: alpine}]\n",
+    )
+    .unwrap();
+    assert!(lab
+        .kubectl(&["apply", "-f", &extra.display().to_string()])
+        .status
+        .success());
+    let ip_d = lab.pod_ip("default", "d");
     for daemon in [
         "ovn-worker-ovnk-node",
         "ovnk-controller",
@@ -273,6 +285,10 @@ fn lab_up_pods_traffic_down_leaves_nothing() {
         }
     }
     let ping = pinger.join().unwrap();
+    assert!(
+        lab.ping_from("default", "d", &ip_a),
+        "new pod d ({ip_d}) -> a"
+    );
     let out = String::from_utf8_lossy(&ping.stdout);
     assert!(
         out.contains("40 received") && out.contains(" 0% packet loss"),
