@@ -171,6 +171,40 @@ async fn run_against_lab_apiserver_with_failover() {
     let lsp_addr = nbctl(&nb, &["get", "Logical_Switch_Port", "ns_a", "addresses"]);
     assert!(lsp_addr.contains(&ip.to_string()), "{lsp_addr} vs {ip}");
 
+    // Bad input becomes an Event on the object (through the API), nothing else breaks.
+    let mut bad = new_pod("bad", "n1");
+    bad.metadata.annotations = Some(
+        [(
+            ovnk_annotations::POD_NETWORKS.to_string(),
+            "{oops".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    pods.create(&pp, &bad).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "ns");
+    let start = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let found = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("InvalidPodNetworks")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad")
+        });
+        if found {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no Event for pod bad"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!nbctl(
+        &nb,
+        &["--bare", "--columns=name", "list", "Logical_Switch_Port"]
+    )
+    .contains("ns_bad"));
+
     // A deleted pod loses its port.
     pods.delete("a", &Default::default()).await.unwrap();
     let nb3 = nb.clone();
