@@ -42,8 +42,23 @@ async fn feed(ctl: &Arc<Controller>, kube: &FakeKube, stack: Stack, pods: &[(&st
         .collect();
     initial_sync(ctl, &nodes, &pods, &["ns".to_string()]);
     ctl.settle().await;
-    // A second settle round picks up pods parked until their node was annotated.
-    ctl.settle().await;
+    // Pods parked until their node was annotated are picked up by later rounds; under
+    // load that can take more than one, so settle until every pod is annotated (bounded).
+    let names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    for _ in 0..100 {
+        ctl.settle().await;
+        let done = names.iter().all(|p| {
+            kube.annotations_of(&format!("pod/ns/{p}"))
+                .contains_key(ovnk_annotations::POD_NETWORKS)
+        });
+        if done {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn flow(kube: &FakeKube, from: &str, to: &str, stack: Stack) -> String {
