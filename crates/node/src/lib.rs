@@ -12,7 +12,8 @@
 
 pub mod cni;
 pub mod config;
-pub mod ethtool;
+/// The interface knobs netlink does not cover (TX checksum offload, IPv6), shared with the lab.
+pub use ovnk_netns::ethtool;
 pub mod fake;
 pub mod install;
 pub mod kube_watch;
@@ -38,10 +39,6 @@ pub enum NetError {
     NetNs(#[from] ovnk_netns::NetNsError),
     #[error("link {0} not found")]
     LinkNotFound(String),
-    #[error("ethtool on {ifname}: {reason}")]
-    Ethtool { ifname: String, reason: String },
-    #[error("sysctl {key}: {reason}")]
-    Sysctl { key: String, reason: String },
     #[error("invalid route {0}")]
     InvalidRoute(String),
     #[error("{0}")]

@@ -15,8 +15,8 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::ethtool;
 use crate::NetError;
+use ovnk_netns::ethtool;
 use ovnk_netns::NetNs;
 
 /// A MAC address.
