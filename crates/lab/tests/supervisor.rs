@@ -96,6 +96,13 @@ async fn stale_pidfile_never_kills_an_unrelated_process() {
         .arg("300")
         .spawn()
         .unwrap();
+    // spawn() may return before the child has exec'd: wait (bounded) until it is `sleep`.
+    for _ in 0..500 {
+        if process_matches(other.id() as i32, "sleep") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let pidfile = dir.path().join("x.pid");
     std::fs::write(&pidfile, format!("{}\n", other.id())).unwrap();
     // The pidfile claims ovsdb-server, but the pid runs sleep: leave it alone.

@@ -32,8 +32,19 @@ pub fn ovs_external_ids(cfg: &NodeConfig, system_id: &str) -> BTreeMap<String, S
     if cfg.userspace_datapath {
         m.insert("ovn-bridge-datapath-type".into(), "netdev".into());
     }
+    // A restarted ovn-controller otherwise clears br-int's flows as it connects and
+    // traffic of running pods stops until it has recomputed them; with this it keeps
+    // the old flows while it computes (ovn-controller(8)).
+    m.insert(
+        "ovn-ofctrl-wait-before-clear".into(),
+        OFCTRL_WAIT_BEFORE_CLEAR_MS.to_string(),
+    );
     m
 }
+
+/// Milliseconds ovn-controller keeps the old flows after a restart (ample for a node's
+/// flow computation; it only delays the first flow install of a fresh chassis).
+pub const OFCTRL_WAIT_BEFORE_CLEAR_MS: u32 = 1000;
 
 /// The system-id to use: the one OVS already has (a chassis keeps its name across
 /// restarts), else the configured one, else the node name.
@@ -147,6 +158,7 @@ mod tests {
         assert_eq!(get("ovn-encap-ip"), Some("172.30.33.11"));
         assert_eq!(get("ovn-bridge-mappings"), Some("physnet:breth0"));
         assert_eq!(get("ovn-bridge-datapath-type"), Some("netdev"));
+        assert_eq!(get("ovn-ofctrl-wait-before-clear"), Some("1000"));
         let mut kernel = cfg();
         kernel.userspace_datapath = false;
         kernel.gateway = None;
