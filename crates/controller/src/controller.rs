@@ -186,28 +186,44 @@ impl Controller {
     }
 
     fn wake_parked(self: &Arc<Self>) {
-        let woken = self.index().take_woken();
-        for k in woken {
-            let pod = lock(&self.parked).remove(&k);
-            if let Some(p) = pod {
-                self.pod_applied(&p);
-            }
+        // Lock order parked → index, as in `pod_applied`: a pod is either parked before
+        // its wake-up is taken here, or applied after its node was annotated.
+        let pods: Vec<Pod> = {
+            let mut parked = lock(&self.parked);
+            let woken = self.index().take_woken();
+            woken.iter().filter_map(|k| parked.remove(k)).collect()
+        };
+        for p in pods {
+            self.pod_applied(&p);
         }
     }
 
     pub fn pod_applied(self: &Arc<Self>, pod: &Pod) {
         let mut dirty = Vec::new();
-        let action = self.index().apply_pod(pod, &mut dirty);
-        self.mark(dirty);
         let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
         else {
+            self.index().apply_pod(pod, &mut dirty);
+            self.mark(dirty);
             return;
         };
         let key = pod_key(&ns, &name);
-        if self.index().is_waiting(&key) {
-            lock(&self.parked).insert(key, pod.clone());
-            return;
-        }
+        // Deciding to wait and parking are one step under the parked lock: otherwise the
+        // node's annotation could land in between, its wake-up find nothing parked, and
+        // the pod wait forever (a lost wake-up seen under load).
+        let action = {
+            let mut parked = lock(&self.parked);
+            let mut index = self.index();
+            let action = index.apply_pod(pod, &mut dirty);
+            if index.is_waiting(&key) {
+                parked.insert(key, pod.clone());
+                drop(index);
+                drop(parked);
+                self.mark(dirty);
+                return;
+            }
+            action
+        };
+        self.mark(dirty);
         match action {
             PodAction::Nothing => {}
             PodAction::Report(p) => self.report(pod_ref(pod), p),

@@ -42,14 +42,14 @@ async fn feed(ctl: &Arc<Controller>, kube: &FakeKube, stack: Stack, pods: &[(&st
         .collect();
     initial_sync(ctl, &nodes, &pods, &["ns".to_string()]);
     ctl.settle().await;
-    // Pods parked until their node was annotated are picked up by later rounds; under
-    // load that can take more than one, so settle until every pod is annotated (bounded).
+    // Pods wait until their node is annotated. A real API server then sends the node's
+    // MODIFIED event; FakeKube sends none, so deliver it here (as a watch would) until
+    // every pod is annotated — a bounded number of rounds, however loaded the machine.
     let names: Vec<String> = pods
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     for _ in 0..100 {
-        ctl.settle().await;
         let done = names.iter().all(|p| {
             kube.annotations_of(&format!("pod/ns/{p}"))
                 .contains_key(ovnk_annotations::POD_NETWORKS)
@@ -57,6 +57,15 @@ async fn feed(ctl: &Arc<Controller>, kube: &FakeKube, stack: Stack, pods: &[(&st
         if done {
             return;
         }
+        for (n, i) in [("n1", 1u8), ("n2", 2u8)] {
+            ctl.node_applied(&node(
+                n,
+                i,
+                stack,
+                kube.annotations_of(&format!("node/{n}")),
+            ));
+        }
+        ctl.settle().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
