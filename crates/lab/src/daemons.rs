@@ -20,6 +20,10 @@ pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
 pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
 pub const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
+/// The daemons' stdout/stderr already go to their log file: without this every line
+/// would be written there twice.
+const LOG_CONSOLE_OFF: &str = "-vconsole:off";
+
 /// The programs a lab needs, checked before anything starts so a person gets one clear
 /// message instead of a half-built lab.
 pub const REQUIRED_PROGRAMS: &[&str] = &[
@@ -163,6 +167,7 @@ pub async fn start_central(
                 format!("--remote=punix:{}", s(&sock)),
                 format!("--unixctl={}", s(&dir.join(format!("nb{k}.ctl")))),
                 format!("--log-file={}", s(&log)),
+                LOG_CONSOLE_OFF.into(),
             ]);
             sup.start(spec).await?;
             nb_remotes.push(format!("unix:{}", s(&sock)));
@@ -187,6 +192,7 @@ pub async fn start_central(
                 format!("--remote=punix:{}", s(&layout.nb_socket())),
                 format!("--unixctl={}", s(&dir.join("nb.ctl"))),
                 format!("--log-file={}", s(&log)),
+                LOG_CONSOLE_OFF.into(),
             ]),
         )
         .await?;
@@ -205,6 +211,7 @@ pub async fn start_central(
             format!("--remote=punix:{}", s(&layout.sb_socket())),
             format!("--unixctl={}", s(&dir.join("sb.ctl"))),
             format!("--log-file={}", s(&sb_log)),
+            LOG_CONSOLE_OFF.into(),
         ]),
     )
     .await?;
@@ -224,6 +231,7 @@ pub async fn start_central(
             format!("--ovnsb-db={sb}"),
             format!("--unixctl={}", s(&dir.join("ovn-northd.ctl"))),
             format!("--log-file={}", s(&northd_log)),
+            LOG_CONSOLE_OFF.into(),
         ]),
     )
     .await?;
@@ -292,6 +300,7 @@ pub async fn start_node_ovs(
             format!("--remote=punix:{}", s(&node.ovs_socket())),
             format!("--unixctl={}", s(&run.join("ovsdb-server.ctl"))),
             format!("--log-file={}", s(&log.join("ovsdb-server.log"))),
+            LOG_CONSOLE_OFF.into(),
         ]),
     )
     .await?;
@@ -318,6 +327,7 @@ pub async fn start_node_ovs(
             remote.clone(),
             format!("--unixctl={}", s(&run.join("ovs-vswitchd.ctl"))),
             format!("--log-file={}", s(&log.join("ovs-vswitchd.log"))),
+            LOG_CONSOLE_OFF.into(),
         ]),
     )
     .await?;
@@ -343,6 +353,7 @@ pub async fn start_ovn_controller(
         .args([
             format!("unix:{}", s(&node.ovs_socket())),
             format!("--log-file={}", s(&log)),
+            LOG_CONSOLE_OFF.into(),
         ]),
     )
     .await?;
