@@ -146,6 +146,45 @@ pub fn node_switch_key(net: &NetworkInfo, node: &str) -> RowKey {
     }
 }
 
+/// A router port `<lrp>-<peer>` on `router` and the switch port `<lsp>-<peer>` patched to
+/// it (`type=router`, `addresses=router`) on `switch`; nothing while `nets` is empty.
+fn router_patch(
+    b: &RowBuilder,
+    (lrp, lsp): (&str, &str),
+    peer: &str,
+    nets: &[IpNet],
+    router: &RowKey,
+    switch: &RowKey,
+) -> Vec<DesiredRow> {
+    let Some(mac) = mac_of(nets) else {
+        return Vec::new();
+    };
+    let lrp_name = format!("{lrp}-{peer}");
+    vec![
+        b.row(
+            LRP,
+            lrp,
+            vec![
+                ("name", s(&lrp_name)),
+                ("mac", s(mac.to_string())),
+                ("networks", set(nets.iter().map(|n| n.to_string()))),
+            ],
+            link(router, "ports"),
+        ),
+        b.row(
+            LSP,
+            lsp,
+            vec![
+                ("name", s(format!("{lsp}-{peer}"))),
+                ("type", s("router")),
+                ("addresses", set(["router"])),
+                ("options", smap(&[("router-port", &lrp_name)])),
+            ],
+            link(switch, "ports"),
+        ),
+    ]
+}
+
 fn link(parent: &RowKey, column: &'static str) -> Option<ParentLink> {
     Some(ParentLink {
         parent: parent.clone(),
@@ -163,7 +202,6 @@ pub fn cluster_rows(net: &NetworkInfo, cfg: &Resolved) -> Vec<DesiredRow> {
     let cr_key = cluster_router_key(net);
     let join_key = join_switch_key(net);
     let join_ips = cfg.join.cluster_router_ips();
-    let rtoj = format!("rtoj-{cr}");
     let mut rows = vec![
         b.row(
             LR,
@@ -209,29 +247,14 @@ pub fn cluster_rows(net: &NetworkInfo, cfg: &Resolved) -> Vec<DesiredRow> {
             }
         }
     }
-    if let Some(mac) = mac_of(&join_ips) {
-        rows.push(b.row(
-            LRP,
-            "rtoj",
-            vec![
-                ("name", s(&rtoj)),
-                ("mac", s(mac.to_string())),
-                ("networks", set(join_ips.iter().map(|n| n.to_string()))),
-            ],
-            link(&cr_key, "ports"),
-        ));
-        rows.push(b.row(
-            LSP,
-            "jtor",
-            vec![
-                ("name", s(format!("jtor-{cr}"))),
-                ("type", s("router")),
-                ("addresses", set(["router"])),
-                ("options", smap(&[("router-port", &rtoj)])),
-            ],
-            link(&join_key, "ports"),
-        ));
-    }
+    rows.extend(router_patch(
+        &b,
+        ("rtoj", "jtor"),
+        &cr,
+        &join_ips,
+        &cr_key,
+        &join_key,
+    ));
     rows
 }
 
@@ -269,29 +292,14 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
         None,
     ));
     let rtos = format!("rtos-{ls_name}");
-    if let Some(mac) = mac_of(&gws) {
-        rows.push(b.row(
-            LRP,
-            "rtos",
-            vec![
-                ("name", s(&rtos)),
-                ("mac", s(mac.to_string())),
-                ("networks", set(gws.iter().map(|n| n.to_string()))),
-            ],
-            link(&cr_key, "ports"),
-        ));
-        rows.push(b.row(
-            LSP,
-            "stor",
-            vec![
-                ("name", s(format!("stor-{ls_name}"))),
-                ("type", s("router")),
-                ("addresses", set(["router"])),
-                ("options", smap(&[("router-port", &rtos)])),
-            ],
-            link(&ls_key, "ports"),
-        ));
-    }
+    rows.extend(router_patch(
+        &b,
+        ("rtos", "stor"),
+        &ls_name,
+        &gws,
+        &cr_key,
+        &ls_key,
+    ));
     if let Some(mac) = mac_of(&mgmt) {
         let mut addr = mac.to_string();
         for m in &mgmt {
@@ -377,30 +385,14 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
         ],
         None,
     ));
-    let rtoj = format!("rtoj-{gr}");
-    if let Some(mac) = mac_of(&node.join_ips) {
-        rows.push(b.row(
-            LRP,
-            "rtoj",
-            vec![
-                ("name", s(&rtoj)),
-                ("mac", s(mac.to_string())),
-                ("networks", set(node.join_ips.iter().map(|n| n.to_string()))),
-            ],
-            link(&gr_key, "ports"),
-        ));
-        rows.push(b.row(
-            LSP,
-            "jtor",
-            vec![
-                ("name", s(format!("jtor-{gr}"))),
-                ("type", s("router")),
-                ("addresses", set(["router"])),
-                ("options", smap(&[("router-port", &rtoj)])),
-            ],
-            link(&join_key, "ports"),
-        ));
-    }
+    rows.extend(router_patch(
+        &b,
+        ("rtoj", "jtor"),
+        &gr,
+        &node.join_ips,
+        &gr_key,
+        &join_key,
+    ));
     let cr_join: Vec<IpNet> = cfg.join.cluster_router_ips();
     for j in &node.join_ips {
         let f = fam(j);
