@@ -57,8 +57,9 @@ fn setup_err(what: impl std::fmt::Display) -> LabError {
 
 /// Is a supervisor of this lab alive?
 pub fn running_supervisor(layout: &LabLayout) -> Option<i32> {
-    let text = std::fs::read_to_string(layout.supervisor_pidfile()).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let pid = crate::daemon::read_pidfile(&layout.supervisor_pidfile())
+        .ok()?
+        .pid?;
     (pid != std::process::id() as i32 && crate::daemon::process_matches(pid, "ovnk")).then_some(pid)
 }
 

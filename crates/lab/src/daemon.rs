@@ -345,20 +345,43 @@ pub fn stop_by_pidfile(pidfile: &Path, expect_program: &str) -> Result<bool, Lab
 /// Stops the process of a pidfile the supervisor wrote (it records the program), for
 /// cleaning up after a supervisor that died. Returns whether a process was stopped.
 pub fn stop_by_pidfile_recorded(pidfile: &Path) -> Result<bool, LabError> {
-    let Ok(text) = std::fs::read_to_string(pidfile) else {
+    let Ok(rec) = read_pidfile(pidfile) else {
         return Ok(false);
     };
-    let mut lines = text.lines();
-    let pid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
-    let program = lines
-        .next()
-        .and_then(|p| Path::new(p.trim()).file_name())
-        .map(|n| n.to_string_lossy().into_owned());
     let _ = std::fs::remove_file(pidfile);
-    match (pid, program) {
+    match (rec.pid, rec.program) {
         (Some(pid), Some(program)) => Ok(stop_pid(pid, &program)),
         _ => Ok(false),
     }
+}
+
+/// What a pidfile written by the supervisor (`<pid>\n<program>\n`) records; either part
+/// is `None` when missing or malformed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PidRecord {
+    pub pid: Option<i32>,
+    /// The program's file name (what [`process_matches`] looks for).
+    pub program: Option<String>,
+}
+
+impl PidRecord {
+    /// The pid, if that process is alive and still runs the recorded program.
+    pub fn alive(&self) -> Option<i32> {
+        let (pid, program) = (self.pid?, self.program.as_deref()?);
+        process_matches(pid, program).then_some(pid)
+    }
+}
+
+pub fn read_pidfile(path: &Path) -> std::io::Result<PidRecord> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    Ok(PidRecord {
+        pid: lines.next().and_then(|l| l.trim().parse::<i32>().ok()),
+        program: lines
+            .next()
+            .and_then(|p| Path::new(p.trim()).file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+    })
 }
 
 /// SIGTERM, wait up to the grace period, SIGKILL — if `pid` still runs `expect_program`.

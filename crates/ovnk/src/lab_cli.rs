@@ -412,19 +412,8 @@ fn daemon_states(dir: &Path) -> Vec<(String, Option<i32>, bool)> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines = text.lines();
-        let pid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
-        let prog = lines
-            .next()
-            .and_then(|p| {
-                Path::new(p)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_default();
-        let up = pid.is_some_and(|p| ovnk_lab::daemon::process_matches(p, &prog));
-        out.push((name, pid, up));
+        let rec = ovnk_lab::daemon::read_pidfile(&path).unwrap_or_default();
+        out.push((name, rec.pid, rec.alive().is_some()));
     }
     out.sort();
     out
