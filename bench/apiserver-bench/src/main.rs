@@ -15,6 +15,7 @@
 //! its 50k pods up that long before the table, printing the kubeconfig to probe it with.
 
 use anyhow::{anyhow, bail, Context, Result};
+use benchkit::{percentile_of, pid_status_kib};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use kube::Client;
@@ -64,7 +65,7 @@ struct ServerProc {
 
 impl ServerProc {
     fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.child.id(), "VmRSS:")
+        pid_status_kib(self.child.id(), "VmRSS")
     }
 }
 
@@ -81,18 +82,6 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn spawn_server(dir: &Path) -> Result<ServerProc> {
@@ -267,12 +256,9 @@ async fn create_pods(
     Ok(times)
 }
 
+/// Percentile `p` (in percent) of `sorted`; NaN when empty.
 fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
+    percentile_of(sorted, p / 100.0).unwrap_or(f64::NAN)
 }
 
 struct FanOut {
@@ -361,7 +347,7 @@ async fn list_all(c: &Client, server: &ServerProc) -> Result<ListRun> {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(proc_status_kib(pid, "VmRSS:"), Ordering::SeqCst);
+                peak.fetch_max(pid_status_kib(pid, "VmRSS"), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(2));
             }
         })

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use benchkit::percentile;
 use ovnk_node::cni::{CniAgent, CniSettings};
 use ovnk_node::ovs::Ovs;
 use ovnk_node::pods::{PodCache, PodEntry};
@@ -50,14 +51,6 @@ impl Cleanup {
         self.namespaces.push(name.clone());
         Ok(name)
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// Runs `bin` with `env` and `stdin`, optionally inside `netns`; returns the latency.

@@ -13,95 +13,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use futures::future::BoxFuture;
-use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, PodSpec};
+use benchkit::{controller, desired_groups, node, percentile, status_kib, FloorDb, MemKube};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use ovnk_annotations::{self as ann, GatewayMode, L3Gateway, L3GatewayConfig};
 use ovnk_controller::rows::{Owner, OwnerKind};
-use ovnk_controller::{kube_io::initial_sync, Controller, ControllerConfig, KubeOps};
+use ovnk_controller::{kube_io::initial_sync, Controller};
 
-#[derive(Default)]
-struct MemKube {
-    annotations: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
-}
-
-impl KubeOps for MemKube {
-    fn annotate_node(
-        &self,
-        name: &str,
-        a: BTreeMap<String, String>,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        if let Ok(mut m) = self.annotations.lock() {
-            m.entry(format!("node/{name}")).or_default().extend(a);
-        }
-        async { Ok(()) }.boxed()
-    }
-    fn annotate_pod(
-        &self,
-        ns: &str,
-        name: &str,
-        _uid: &str,
-        key: &str,
-        value: String,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        if let Ok(mut m) = self.annotations.lock() {
-            m.entry(format!("pod/{ns}/{name}"))
-                .or_default()
-                .insert(key.to_string(), value);
-        }
-        async { Ok(()) }.boxed()
-    }
-    fn warn(&self, o: ObjectReference, reason: &str, message: String) -> BoxFuture<'static, ()> {
-        eprintln!("event {:?}/{:?}: {reason}: {message}", o.kind, o.name);
-        async {}.boxed()
-    }
-}
-
-impl MemKube {
-    fn get(&self, key: &str) -> BTreeMap<String, String> {
-        self.annotations
-            .lock()
-            .map(|m| m.get(key).cloned().unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-fn node(i: usize, extra: BTreeMap<String, String>) -> Result<Node> {
-    let name = format!("node{i}");
-    let gw = L3Gateway {
-        mode: GatewayMode::Shared,
-        bridge_id: Some("breth0".into()),
-        interface_id: Some(format!("breth0_{name}")),
-        mac_address: ann::MacAddr([0x0a, 0, 0, 0, (i >> 8) as u8, i as u8]),
-        ip_addresses: vec![format!("172.16.{}.{}/16", i / 250, i % 250 + 2).parse()?],
-        next_hops: vec!["172.16.255.254".parse()?],
-        node_port_enable: true,
-        vlan_id: None,
-        egress_gw: None,
-    };
-    let mut m = BTreeMap::new();
-    m.insert("default".to_string(), L3GatewayConfig::Enabled(gw));
-    let mut a = extra;
-    a.insert(ann::NODE_CHASSIS_ID.into(), format!("chassis-{i}"));
-    a.insert(
-        ann::L3_GATEWAY_CONFIG.into(),
-        ann::render_l3_gateway_config(&m),
-    );
-    Ok(Node {
-        metadata: ObjectMeta {
-            name: Some(name),
-            uid: Some(format!("node-uid-{i}")),
-            annotations: Some(a),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-}
+/// Keys per transaction: this variable overrides the controller's default (500).
+const BATCH_ENV: Option<&str> = Some("CONTROLLER_BENCH_BATCH");
 
 fn pod(i: usize, nodes: usize, extra: BTreeMap<String, String>) -> Pod {
     let ns = format!("ns{}", i % 100);
@@ -125,34 +48,6 @@ fn pod_key(i: usize) -> String {
     format!("pod/ns{}/pod{i}", i % 100)
 }
 
-fn rss_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-async fn controller(nb: &str, kube: Arc<MemKube>) -> Result<Arc<Controller>> {
-    let mut cfg = ControllerConfig::with_cluster_subnets(&["10.128.0.0/9/24"]);
-    cfg.nb_remotes = vec![nb.to_string()];
-    // Keys per transaction; env CONTROLLER_BENCH_BATCH overrides the default (500).
-    if let Some(b) = std::env::var("CONTROLLER_BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        cfg.max_batch = b;
-    }
-    let ops: Arc<dyn KubeOps> = kube;
-    ovnk_controller::build(&cfg, ops)
-        .await
-        .map_err(|e| anyhow!("{e}"))
-}
-
 /// Where the time went: planning (desired rows + diff), waiting for NB replies, and
 /// applying monitor events to the controller's cache.
 fn breakdown(ctl: &Controller) {
@@ -165,23 +60,15 @@ fn breakdown(ctl: &Controller) {
     );
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 async fn run_size(nodes: usize, pods: usize) -> Result<()> {
     println!("== {nodes} nodes, {pods} pods ==");
     let namespaces: Vec<String> = (0..100).map(|i| format!("ns{i}")).collect();
     let server = testkit::OvsdbServer::start(testkit::OVN_NB_SCHEMA).context("ovsdb-server")?;
     let kube = Arc::new(MemKube::default());
-    let rss0 = rss_hwm_kib();
+    let rss0 = status_kib("VmHWM");
 
     // Topology first (nodes), then the fresh pod burst.
-    let ctl = controller(&server.remote(), kube.clone()).await?;
+    let ctl = controller(&server.remote(), kube.clone(), BATCH_ENV).await?;
     let node_objs: Vec<Node> = (0..nodes)
         .map(|i| node(i, BTreeMap::new()))
         .collect::<Result<_>>()?;
@@ -238,7 +125,7 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
-    let rss = rss_hwm_kib();
+    let rss = status_kib("VmHWM");
     println!(
         "peak RSS {} MiB; {:.1} KiB per pod over the start (target ≤ 20 KiB)",
         rss / 1024,
@@ -248,10 +135,8 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
 
     // Resync: every pod annotated, empty NB.
     let server2 = testkit::OvsdbServer::start(testkit::OVN_NB_SCHEMA).context("ovsdb-server")?;
-    let ctl2 = controller(&server2.remote(), kube.clone()).await?;
-    let node_objs: Vec<Node> = (0..nodes)
-        .map(|i| node(i, kube.get(&format!("node/node{i}"))))
-        .collect::<Result<_>>()?;
+    let ctl2 = controller(&server2.remote(), kube.clone(), BATCH_ENV).await?;
+    let node_objs = kube.nodes(nodes)?;
     let pod_objs: Vec<Pod> = (0..pods + 200)
         .map(|i| pod(i, nodes, kube.get(&pod_key(i))))
         .collect();
@@ -266,34 +151,10 @@ async fn run_size(nodes: usize, pods: usize) -> Result<()> {
     breakdown(&ctl2);
 
     // The floor: the same rows in one raw transaction on another empty server.
-    let server3 = testkit::OvsdbServer::start(testkit::OVN_NB_SCHEMA).context("ovsdb-server")?;
-    let cfg = ControllerConfig {
-        nb_remotes: vec![server3.remote()],
-        ..Default::default()
-    };
-    let raw = ovnk_controller::nb::Nb::connect(&cfg, "default-network-controller")
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let groups: Vec<_> = {
-        let idx = ctl2.index();
-        idx.all_owners()
-            .into_iter()
-            .map(|o| {
-                let d = idx.desired(&o);
-                (o, d)
-            })
-            .collect()
-    };
-    let plan = {
-        let cache = raw.cache();
-        ovnk_controller::engine::plan(&cache, &groups)
-    };
+    let floor_db = FloorDb::start().await?;
+    let plan = floor_db.plan(&desired_groups(&ctl2, |_| true));
     let n_ops = plan.ops.len();
-    let t = Instant::now();
-    raw.transact(plan.ops)
-        .await
-        .map_err(|e| anyhow!("raw transaction: {e}"))?;
-    let floor = t.elapsed();
+    let floor = floor_db.transact(plan.ops).await?;
     println!(
         "raw: one transaction of the same {} operations committed in {floor:.2?}; resync/raw = {:.2}× (target ≤ 1.5×)",
         n_ops,

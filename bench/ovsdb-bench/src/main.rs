@@ -11,15 +11,15 @@
 
 mod alloc;
 mod python;
-mod raw;
 mod workload;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use benchkit::raw::RawConn;
+use benchkit::thousands;
 use ovn_models::nb::{LogicalSwitch, LogicalSwitchPort};
 use ovsdb::{Client, ClientConfig, Model, Remote};
-use raw::RawConn;
 use testkit::OvsdbServer;
 
 #[global_allocator]
@@ -78,18 +78,6 @@ fn fmt_d(d: Duration) -> String {
     } else {
         format!("{ms:.1} ms")
     }
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 struct Bench {

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::engine;
@@ -78,6 +81,17 @@ fn node_ref(name: &str, uid: Option<String>) -> ObjectReference {
         kind: Some("Node".into()),
         name: Some(name.into()),
         uid,
+        ..Default::default()
+    }
+}
+
+fn object_ref(kind: &str, api_version: &str, m: &ObjectMeta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
         ..Default::default()
     }
 }
@@ -270,9 +284,57 @@ impl Controller {
         self.mark(dirty);
     }
 
-    pub fn namespace_applied(&self, name: &str) {
+    pub fn namespace_applied(&self, ns: &Namespace) {
         let mut dirty = Vec::new();
-        self.index().apply_namespace(name, &mut dirty);
+        let problem = self.index().apply_namespace(ns, &mut dirty);
+        self.mark(dirty);
+        if let Some(p) = problem {
+            self.report(object_ref("Namespace", "v1", &ns.metadata), p);
+        }
+    }
+
+    pub fn policy_applied(&self, policy: &NetworkPolicy) {
+        let mut dirty = Vec::new();
+        let problem = self.index().apply_policy(policy, &mut dirty);
+        self.mark(dirty);
+        if let Some(p) = problem {
+            self.report(
+                object_ref("NetworkPolicy", "networking.k8s.io/v1", &policy.metadata),
+                p,
+            );
+        }
+    }
+
+    pub fn policy_deleted(&self, ns: &str, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().delete_policy(ns, name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    pub fn service_applied(&self, svc: &Service) {
+        let mut dirty = Vec::new();
+        let problem = self.index().apply_service(svc, &mut dirty);
+        self.mark(dirty);
+        if let Some(p) = problem {
+            self.report(object_ref("Service", "v1", &svc.metadata), p);
+        }
+    }
+
+    pub fn service_deleted(&self, ns: &str, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().delete_service(ns, name, &mut dirty);
+        self.mark(dirty);
+    }
+
+    pub fn slice_applied(&self, slice: &EndpointSlice) {
+        let mut dirty = Vec::new();
+        self.index().apply_slice(slice, &mut dirty);
+        self.mark(dirty);
+    }
+
+    pub fn slice_deleted(&self, ns: &str, name: &str) {
+        let mut dirty = Vec::new();
+        self.index().delete_slice(ns, name, &mut dirty);
         self.mark(dirty);
     }
 

@@ -28,7 +28,26 @@ pub const POLICY: &str = "Logical_Router_Policy";
 pub const ADDRESS_SET: &str = "Address_Set";
 
 /// The tables the controller writes (and monitors).
-pub const TABLES: &[&str] = &[LS, LSP, LR, LRP, ROUTE, NAT, POLICY, ADDRESS_SET];
+pub const TABLES: &[&str] = &[
+    LS,
+    LSP,
+    LR,
+    LRP,
+    ROUTE,
+    NAT,
+    POLICY,
+    ADDRESS_SET,
+    crate::services::LB,
+    crate::services::LB_GROUP,
+    PORT_GROUP,
+    ACL,
+    METER,
+    METER_BAND,
+];
+pub const PORT_GROUP: &str = "Port_Group";
+pub const ACL: &str = "ACL";
+pub const METER: &str = "Meter";
+pub const METER_BAND: &str = "Meter_Band";
 
 /// Upstream's router policy priorities on `ovn_cluster_router`.
 pub const NODE_SUBNET_POLICY_PRIORITY: i64 = 1004;
@@ -213,7 +232,9 @@ pub fn cluster_rows(net: &NetworkInfo, cfg: &Resolved) -> Vec<DesiredRow> {
             None,
         ),
         b.row(LS, "join-switch", vec![("name", s(&join))], None),
+        crate::services::cluster_lb_group_row(net),
     ];
+    rows.extend(crate::policy::meter_rows(net));
     // Pod-to-pod and pod-to-join traffic is routed normally, never rerouted by the
     // lower-priority policies (upstream's 101/102 "no reroute" policies).
     for f in &cfg.families {
@@ -285,12 +306,16 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    rows.push(b.row(
-        LS,
-        "switch",
-        vec![("name", s(&ls_name)), ("other_config", smap(&oc))],
-        None,
-    ));
+    let lb_group = crate::services::cluster_lb_group_key(net);
+    rows.push(
+        b.row(
+            LS,
+            "switch",
+            vec![("name", s(&ls_name)), ("other_config", smap(&oc))],
+            None,
+        )
+        .with_refs("load_balancer_group", vec![lb_group.clone()]),
+    );
     let rtos = format!("rtos-{ls_name}");
     rows.extend(router_patch(
         &b,
@@ -317,6 +342,10 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
             link(&ls_key, "ports"),
         ));
     }
+
+    // The node (kubelet probes) reaches its pods whatever their ingress policies.
+    let mgmt_ips: Vec<IpAddr> = mgmt.iter().map(|m| m.addr()).collect();
+    rows.extend(crate::policy::node_allow_row(&b, &ls_key, n, &mgmt_ips));
 
     // Pods reach their own node's IP through the management port (upstream 1004 policy).
     if let Some(gw) = &node.gateway {
@@ -367,24 +396,27 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
         gr_ext.push(("physical_ips", all.join(",")));
     }
     let gr_ext_ref: Vec<(&str, &str)> = gr_ext.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    rows.push(b.row(
-        LR,
-        "gateway-router",
-        vec![
-            ("name", s(&gr)),
-            (
-                "options",
-                smap(&[
-                    ("chassis", chassis),
-                    ("lb_force_snat_ip", "router_ip"),
-                    ("always_learn_from_arp_request", "false"),
-                    ("dynamic_neigh_routers", "true"),
-                ]),
-            ),
-            ("external_ids", smap(&gr_ext_ref)),
-        ],
-        None,
-    ));
+    rows.push(
+        b.row(
+            LR,
+            "gateway-router",
+            vec![
+                ("name", s(&gr)),
+                (
+                    "options",
+                    smap(&[
+                        ("chassis", chassis),
+                        ("lb_force_snat_ip", "router_ip"),
+                        ("always_learn_from_arp_request", "false"),
+                        ("dynamic_neigh_routers", "true"),
+                    ]),
+                ),
+                ("external_ids", smap(&gr_ext_ref)),
+            ],
+            None,
+        )
+        .with_refs("load_balancer_group", vec![lb_group]),
+    );
     rows.extend(router_patch(
         &b,
         ("rtoj", "jtor"),
@@ -685,7 +717,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec!["node1", "rtos-node1", "stor-node1", "k8s-node1"]
+            vec![
+                "node1",
+                "rtos-node1",
+                "stor-node1",
+                "k8s-node1",
+                "node1_allowFromNode"
+            ]
         );
         assert_eq!(
             col(&rows, "rtos-node1", "networks"),

@@ -22,7 +22,18 @@ use ovsdb::schema::{DatabaseSchema, Max};
 use ovsdb::{Atom, Row, Uuid, Value};
 use serde_json::{json, Value as Json};
 
-use crate::rows::{owner_of, DesiredRow, Owner, RowKey};
+use crate::rows::{owner_of, DesiredRow, Owner, ParentLink, RowKey};
+
+/// Parent set columns a row may be linked into besides its primary parent; a link there
+/// that the row's owner no longer wants is removed (only from parents ovnk owns).
+pub const LINK_COLUMNS: &[(&str, &str)] = &[
+    ("Port_Group", "ports"),
+    ("Port_Group", "acls"),
+    ("Logical_Switch", "acls"),
+    ("Load_Balancer_Group", "load_balancer"),
+    ("Logical_Switch", "load_balancer"),
+    ("Logical_Router", "load_balancer"),
+];
 
 /// The monitored NB rows, indexed by ownership. Fed by the NB client's monitor.
 #[derive(Debug)]
@@ -416,24 +427,37 @@ fn plan_owner(
             return Err(PlanError::UnknownTable(table.to_string()));
         }
         wanted.insert((table.to_string(), d.key.id.clone()));
-        let parent = match &d.parent {
-            Some(p) => Some((
-                resolve(&p.parent, local_named).ok_or_else(|| PlanError::MissingParent {
+        let mut parents: Vec<(UuidRef, &ParentLink)> = Vec::new();
+        for p in d.parent.iter().chain(d.also_in.iter()) {
+            let r = resolve(&p.parent, local_named).ok_or_else(|| PlanError::MissingParent {
+                table,
+                id: d.key.id.clone(),
+                parent_table: p.parent.table,
+                parent_id: p.parent.id.clone(),
+            })?;
+            parents.push((r, p));
+        }
+        // Reference columns given by key become uuid sets (named when inserted in this txn).
+        let mut columns = d.columns.clone();
+        for (col, keys) in &d.refs {
+            let mut atoms = Vec::with_capacity(keys.len());
+            for k in keys {
+                let r = resolve(k, local_named).ok_or_else(|| PlanError::MissingParent {
                     table,
                     id: d.key.id.clone(),
-                    parent_table: p.parent.table,
-                    parent_id: p.parent.id.clone(),
-                })?,
-                p,
-            )),
-            None => None,
-        };
+                    parent_table: k.table,
+                    parent_id: k.id.clone(),
+                })?;
+                atoms.push(r.atom());
+            }
+            columns.insert(col.to_string(), Value::set(atoms));
+        }
         match cache.lookup(&d.key) {
             Some(uuid) => {
                 let have = cache.row(table, &uuid);
                 let mut set_cols = serde_json::Map::new();
                 let mut mutations = Vec::new();
-                for (col, want) in &d.columns {
+                for (col, want) in &columns {
                     let want = cache.normalize(table, col, want.clone());
                     let current = have
                         .and_then(|r| r.get(col).cloned())
@@ -458,21 +482,46 @@ fn plan_owner(
                 if !set_cols.is_empty() || !mutations.is_empty() {
                     counts.1 += 1;
                 }
-                if let Some((pref, p)) = parent {
-                    // Re-link a child a hand edit unlinked from a root parent.
-                    let linked = match &pref {
-                        UuidRef::Real(pu) => cache
-                            .row(p.parent.table, pu)
-                            .and_then(|r| r.get(p.column))
-                            .is_some_and(|v| v.set_elements().contains(&Atom::Uuid(uuid))),
+                let referrers = cache.referrers.get(&uuid);
+                for (pref, p) in &parents {
+                    // Link a child that is new to this parent, or that a hand edit unlinked.
+                    let linked = match pref {
+                        UuidRef::Real(pu) => referrers.is_some_and(|r| {
+                            r.contains(&(p.parent.table.to_string(), *pu, p.column.to_string()))
+                        }),
                         UuidRef::Named(_) => false,
                     };
                     if !linked {
                         links.push(Link {
                             table: p.parent.table.to_string(),
-                            parent: pref,
+                            parent: pref.clone(),
                             column: p.column.to_string(),
                             insert: true,
+                            child: Atom::Uuid(uuid),
+                        });
+                        counts.1 += 1;
+                    }
+                }
+                // Unlink from parents of ours that no longer want it (a pod no longer
+                // selected by a policy leaves its port group).
+                for (pt, pu, col) in referrers.into_iter().flatten() {
+                    if !LINK_COLUMNS.contains(&(pt.as_str(), col.as_str())) {
+                        continue;
+                    }
+                    let wanted_here = parents.iter().any(|(pref, p)| {
+                        matches!(pref, UuidRef::Real(x) if x == pu)
+                            && p.parent.table == pt
+                            && p.column == col
+                    });
+                    let ours = cache
+                        .row(pt, pu)
+                        .is_some_and(|r| owner_of(r, &cache.controller).is_some());
+                    if !wanted_here && ours {
+                        links.push(Link {
+                            table: pt.clone(),
+                            parent: UuidRef::Real(*pu),
+                            column: col.clone(),
+                            insert: false,
                             child: Atom::Uuid(uuid),
                         });
                         counts.1 += 1;
@@ -483,7 +532,7 @@ fn plan_owner(
                 let name = format!("r{}", *next_name);
                 *next_name += 1;
                 let mut row = serde_json::Map::new();
-                for (col, v) in &d.columns {
+                for (col, v) in &columns {
                     let v = cache.normalize(table, col, v.clone());
                     if v != cache.default_of(table, col) {
                         row.insert(col.clone(), to_json(&v));
@@ -491,7 +540,7 @@ fn plan_owner(
                 }
                 ops.push(json!({"op": "insert", "table": table, "row": row, "uuid-name": name}));
                 counts.0 += 1;
-                if let Some((pref, p)) = parent {
+                for (pref, p) in parents {
                     links.push(Link {
                         table: p.parent.table.to_string(),
                         parent: pref,
@@ -643,14 +692,17 @@ mod tests {
                         names.len() as u128 + 1000 + cache.len(&table) as u128 * 7919,
                     );
                     names.insert(op["uuid-name"].as_str().unwrap().into(), u);
-                    let row: Row = serde_json::from_value(op["row"].clone()).unwrap();
+                    let row: Row =
+                        serde_json::from_value(resolve_named(op["row"].clone(), &names)).unwrap();
                     cache.apply(&table, u, Some(row));
                 }
                 "update" | "mutate" => {
                     let u = parse_uuid(&op["where"], &names);
                     let mut row = cache.row(&table, &u).unwrap().clone();
                     if op["op"] == "update" {
-                        let upd: Row = serde_json::from_value(op["row"].clone()).unwrap();
+                        let upd: Row =
+                            serde_json::from_value(resolve_named(op["row"].clone(), &names))
+                                .unwrap();
                         row.extend(upd);
                     } else {
                         for m in op["mutations"].as_array().unwrap() {
@@ -687,6 +739,22 @@ mod tests {
                 }
                 other => panic!("unexpected op {other}"),
             }
+        }
+    }
+
+    /// `["named-uuid", n]` anywhere in `j` → the uuid assigned to `n`.
+    fn resolve_named(j: Json, names: &HashMap<String, Uuid>) -> Json {
+        match j {
+            Json::Array(a) if a.len() == 2 && a[0] == "named-uuid" => {
+                json!(["uuid", names[a[1].as_str().unwrap()].to_string()])
+            }
+            Json::Array(a) => Json::Array(a.into_iter().map(|x| resolve_named(x, names)).collect()),
+            Json::Object(o) => Json::Object(
+                o.into_iter()
+                    .map(|(k, v)| (k, resolve_named(v, names)))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 

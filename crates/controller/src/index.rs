@@ -6,14 +6,19 @@ use std::net::IpAddr;
 
 use ipam::{ClusterSubnetAllocator, DualStackIpAllocator, Family, NodeIdAllocator};
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use ovnk_annotations::{
     self as ann, IfAddrs, L3GatewayConfig, MacAddr, NodeSubnets, PodNetwork, PodNetworks,
 };
 
 use crate::config::Resolved;
 use crate::desired::{self, NodeState, PodState};
-use crate::rows::{DesiredRow, NetworkInfo, Owner, OwnerKind};
+use crate::policy::{self, PodMeta, PolicyIndex};
+use crate::rows::{DesiredRow, NetworkInfo, Owner, OwnerKind, RowBuilder, RowKey};
+use crate::services::{self, NodeLb, ServiceInfo, SliceInfo};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// A problem with one object, reported as an Event on it and a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,13 @@ pub struct Index {
     waiting: HashMap<String, BTreeSet<String>>,
     /// Pods whose node became ready, to be re-applied by the driver.
     woken: Vec<String>,
+    /// Services with something to balance, by `namespace:name`.
+    services: HashMap<String, ServiceInfo>,
+    /// EndpointSlices by (namespace, slice name): (service `namespace:name`, content).
+    slices: HashMap<(String, String), (String, SliceInfo)>,
+    /// Slice names per service `namespace:name`.
+    service_slices: HashMap<String, BTreeSet<String>>,
+    policies: PolicyIndex,
 }
 
 /// `namespace:name`, the owner name of a pod.
@@ -118,6 +130,10 @@ impl Index {
             releasing: HashMap::new(),
             waiting: HashMap::new(),
             woken: Vec::new(),
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            service_slices: HashMap::new(),
+            policies: PolicyIndex::default(),
         })
     }
 
@@ -158,6 +174,7 @@ impl Index {
             },
             None => None,
         };
+        let before = self.node_lb(&name);
         let rec = self.nodes.entry(name.clone()).or_insert(NodeRec {
             chassis: None,
             gateway: None,
@@ -166,8 +183,10 @@ impl Index {
         });
         rec.chassis = chassis;
         rec.gateway = gateway;
+        let allocated = rec.alloc.is_some() || rec.pending.is_some();
         dirty.push(Owner::node(&name));
-        if rec.alloc.is_some() || rec.pending.is_some() {
+        self.node_lb_changed(&name, before, dirty);
+        if allocated {
             return report_first(problems);
         }
 
@@ -298,6 +317,12 @@ impl Index {
 
     /// The node's annotations were written: its allocations can be used.
     pub fn node_annotated(&mut self, name: &str, dirty: &mut Vec<Owner>) {
+        let before = self.node_lb(name);
+        self.node_annotated_inner(name, dirty);
+        self.node_lb_changed(name, before, dirty);
+    }
+
+    fn node_annotated_inner(&mut self, name: &str, dirty: &mut Vec<Owner>) {
         let Some(rec) = self.nodes.get_mut(name) else {
             return;
         };
@@ -337,6 +362,9 @@ impl Index {
     }
 
     pub fn delete_node(&mut self, name: &str, dirty: &mut Vec<Owner>) {
+        if self.node_lb(name).is_some() {
+            self.mark_node_services(dirty);
+        }
         if let Some(rec) = self.nodes.remove(name) {
             let held = rec.alloc.map(|(n, i, _)| (n, i)).or(rec.pending);
             if let Some((nets, id)) = held {
@@ -348,6 +376,129 @@ impl Index {
         }
         self.pod_ips.remove(name);
         dirty.push(Owner::node(name));
+    }
+
+    /// The node as the per-node balancers see it (None until it has a switch).
+    pub fn node_lb(&self, name: &str) -> Option<NodeLb> {
+        let rec = self.nodes.get(name)?;
+        rec.alloc.as_ref()?;
+        let b = RowBuilder::new(&self.net, Owner::node(name));
+        Some(NodeLb {
+            name: name.to_string(),
+            ips: rec
+                .gateway
+                .iter()
+                .flat_map(|g| g.ip_addresses.iter().map(|n| n.addr()))
+                .collect(),
+            switch: desired::node_switch_key(&self.net, name),
+            router: rec.chassis.as_ref().map(|_| RowKey {
+                table: desired::LR,
+                id: b.id("gateway-router"),
+            }),
+        })
+    }
+
+    fn node_lb_changed(&self, name: &str, before: Option<NodeLb>, dirty: &mut Vec<Owner>) {
+        if self.node_lb(name) != before {
+            self.mark_node_services(dirty);
+        }
+    }
+
+    /// Services with rows per node follow the nodes.
+    fn mark_node_services(&self, dirty: &mut Vec<Owner>) {
+        dirty.extend(
+            self.services
+                .values()
+                .filter(|s| s.per_node())
+                .map(|s| services::service_owner(&s.namespace, &s.name)),
+        );
+    }
+
+    fn node_lbs(&self) -> Vec<NodeLb> {
+        self.nodes.keys().filter_map(|n| self.node_lb(n)).collect()
+    }
+
+    // ------------------------------------------------------------------ services
+
+    /// A Service was added or changed; a problem is reported on it (its old rows stay).
+    pub fn apply_service(&mut self, svc: &Service, dirty: &mut Vec<Owner>) -> Option<Problem> {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let key = pod_key(&ns, &name);
+        match services::parse_service(svc) {
+            Ok(Some(info)) => {
+                if self.services.get(&key) != Some(&info) {
+                    self.services.insert(key, info);
+                    dirty.push(Owner::service(&ns, &name));
+                }
+                None
+            }
+            Ok(None) => {
+                if self.services.remove(&key).is_some() {
+                    dirty.push(Owner::service(&ns, &name));
+                }
+                None
+            }
+            Err(p) => Some(p),
+        }
+    }
+
+    pub fn delete_service(&mut self, ns: &str, name: &str, dirty: &mut Vec<Owner>) {
+        self.services.remove(&pod_key(ns, name));
+        dirty.push(Owner::service(ns, name));
+    }
+
+    pub fn apply_slice(&mut self, slice: &EndpointSlice, dirty: &mut Vec<Owner>) {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.clone(),
+            slice.metadata.name.clone(),
+        ) else {
+            return;
+        };
+        let parsed = services::parse_slice(slice);
+        let new_key = parsed.as_ref().map(|(k, _)| k.replacen('/', ":", 1));
+        let k = (ns.clone(), name.clone());
+        if let Some((old, info)) = self.slices.get(&k) {
+            if Some(old) == new_key.as_ref() && parsed.as_ref().map(|p| &p.1) == Some(info) {
+                return;
+            }
+            let old = old.clone();
+            self.unlink_slice(&old, &name, dirty);
+        }
+        self.slices.remove(&k);
+        if let (Some(key), Some((_, info))) = (new_key, parsed) {
+            self.service_slices
+                .entry(key.clone())
+                .or_default()
+                .insert(name.clone());
+            self.mark_service_key(&key, dirty);
+            self.slices.insert(k, (key, info));
+        }
+    }
+
+    pub fn delete_slice(&mut self, ns: &str, name: &str, dirty: &mut Vec<Owner>) {
+        if let Some((key, _)) = self.slices.remove(&(ns.to_string(), name.to_string())) {
+            self.unlink_slice(&key, name, dirty);
+        }
+    }
+
+    fn unlink_slice(&mut self, key: &str, slice: &str, dirty: &mut Vec<Owner>) {
+        if let Some(s) = self.service_slices.get_mut(key) {
+            s.remove(slice);
+            if s.is_empty() {
+                self.service_slices.remove(key);
+            }
+        }
+        self.mark_service_key(key, dirty);
+    }
+
+    fn mark_service_key(&self, key: &str, dirty: &mut Vec<Owner>) {
+        let (ns, name) = split_key(key);
+        dirty.push(Owner::service(ns, name));
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
     }
 
     pub fn node_names(&self) -> Vec<String> {
@@ -387,6 +538,28 @@ impl Index {
             self.delete_pod(ns, name, dirty);
             return PodAction::Nothing;
         }
+        let mut meta = PodMeta {
+            namespace: ns.to_string(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ports: Vec::new(),
+            ips: self
+                .policies
+                .pod_meta(&key)
+                .map(|m| m.ips.clone())
+                .unwrap_or_default(),
+        };
+        for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+            for p in c.ports.iter().flatten() {
+                if let (Some(n), Some(proto), Ok(num)) = (
+                    p.name.as_ref(),
+                    services::Proto::parse(p.protocol.as_deref()),
+                    u16::try_from(p.container_port),
+                ) {
+                    meta.ports.push((n.clone(), proto, num));
+                }
+            }
+        }
+        self.update_pod_meta(&key, meta, dirty);
         let Some(node) = spec.and_then(|s| s.node_name.clone()) else {
             return PodAction::Nothing;
         };
@@ -426,7 +599,14 @@ impl Index {
                             format!("pod {ns}/{name}: address from {}: {e}", ann::POD_NETWORKS),
                         ));
                     }
-                    self.set_pod_state(&key, uid, node, pn.ip_addresses.clone(), pn.mac_address);
+                    self.set_pod_state(
+                        &key,
+                        uid,
+                        node,
+                        pn.ip_addresses.clone(),
+                        pn.mac_address,
+                        dirty,
+                    );
                     dirty.push(Owner::pod(ns, name));
                     dirty.push(Owner::namespace(ns));
                     PodAction::Nothing
@@ -485,6 +665,7 @@ impl Index {
         node: String,
         ips: Vec<IpNet>,
         mac: MacAddr,
+        dirty: &mut Vec<Owner>,
     ) {
         let (ns, name) = split_key(key);
         let state = PodState {
@@ -499,6 +680,10 @@ impl Index {
             .entry(ns.to_string())
             .or_default()
             .insert(name.to_string());
+        let mut meta = self.policies.pod_meta(key).cloned().unwrap_or_default();
+        meta.namespace = ns.to_string();
+        meta.ips = ips.iter().map(|n| n.addr()).collect();
+        self.policies.set_pod(key, meta, dirty);
         self.pods.insert(
             key.to_string(),
             PodRec {
@@ -523,7 +708,7 @@ impl Index {
         let ips = rec.held.clone();
         let node = rec.node.clone();
         let mac = MacAddr::from_ip(ips[0].addr());
-        self.set_pod_state(&key, uid.to_string(), node, ips, mac);
+        self.set_pod_state(&key, uid.to_string(), node, ips, mac, dirty);
         dirty.push(Owner::pod(ns, name));
         dirty.push(Owner::namespace(ns));
     }
@@ -552,6 +737,7 @@ impl Index {
         for w in self.waiting.values_mut() {
             w.remove(&key);
         }
+        self.policies.remove_pod(&key, dirty);
         if let Some(rec) = self.pods.remove(&key) {
             let ips: Vec<IpAddr> = rec.held.iter().map(|n| n.addr()).collect();
             self.releasing
@@ -593,14 +779,56 @@ impl Index {
 
     // ------------------------------------------------------------------ namespaces
 
-    pub fn apply_namespace(&mut self, name: &str, dirty: &mut Vec<Owner>) {
+    /// A namespace was added or changed (labels for policy peers, ACL logging); a bad
+    /// `k8s.ovn.org/acl-logging` is reported and logging stays off.
+    pub fn apply_namespace(&mut self, ns: &Namespace, dirty: &mut Vec<Owner>) -> Option<Problem> {
+        let name = ns.metadata.name.as_deref()?;
         if self.namespaces.insert(name.to_string()) {
             dirty.push(Owner::namespace(name));
+        }
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        let (logging, problem) = match ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(policy::ACL_LOGGING_ANNOTATION))
+        {
+            None => (Default::default(), None),
+            Some(t) => match policy::parse_acl_logging(name, t) {
+                Ok(l) => (l, None),
+                Err(p) => (Default::default(), Some(p)),
+            },
+        };
+        self.policies.set_namespace(name, labels, logging, dirty);
+        problem
+    }
+
+    pub fn apply_policy(&mut self, pol: &NetworkPolicy, dirty: &mut Vec<Owner>) -> Option<Problem> {
+        self.policies.apply(pol, dirty).err()
+    }
+
+    pub fn delete_policy(&mut self, ns: &str, name: &str, dirty: &mut Vec<Owner>) {
+        self.policies.delete(ns, name, dirty);
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policies.policy_count()
+    }
+
+    /// Keeps what policies know of a pod (labels, named ports, addresses) current.
+    fn update_pod_meta(&mut self, key: &str, meta: PodMeta, dirty: &mut Vec<Owner>) {
+        if self.policies.pod_meta(key) != Some(&meta) {
+            self.policies.set_pod(key, meta, dirty);
+            dirty.push(Owner {
+                kind: OwnerKind::Pod,
+                name: key.to_string(),
+            });
         }
     }
 
     pub fn delete_namespace(&mut self, name: &str, dirty: &mut Vec<Owner>) {
         self.namespaces.remove(name);
+        self.policies.remove_namespace(name, dirty);
         dirty.push(Owner::namespace(name));
     }
 
@@ -625,8 +853,43 @@ impl Index {
                 .get(&owner.name)
                 .and_then(|r| r.state.as_ref())
                 .filter(|p| self.nodes.get(&p.node).is_some_and(|n| n.alloc.is_some()))
-                .map(|p| desired::pod_rows(&self.net, p))
+                .map(|p| {
+                    let mut rows = desired::pod_rows(&self.net, p);
+                    let groups = self.policies.pod_port_groups(&self.net, &owner.name);
+                    for g in groups {
+                        rows[0] = rows[0].clone().also_in(&g, "ports");
+                    }
+                    rows
+                })
                 .unwrap_or_default(),
+            OwnerKind::Service => {
+                let Some(svc) = self.services.get(&owner.name) else {
+                    return Vec::new();
+                };
+                let (ns, _) = split_key(&owner.name);
+                let slices: Vec<&SliceInfo> = self
+                    .service_slices
+                    .get(&owner.name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| self.slices.get(&(ns.to_string(), n.clone())))
+                    .map(|(_, i)| i)
+                    .collect();
+                let nodes = if svc.per_node() {
+                    self.node_lbs()
+                } else {
+                    Vec::new()
+                };
+                services::service_rows(&self.net, svc, &slices, &nodes)
+            }
+            OwnerKind::NetworkPolicy => {
+                self.policies
+                    .policy_rows(&self.net, &self.cfg.families, &owner.name)
+            }
+            OwnerKind::PeerSelector => {
+                self.policies
+                    .peer_rows(&self.net, &self.cfg.families, &owner.name)
+            }
             OwnerKind::Namespace => {
                 if !self.namespaces.contains(&owner.name) {
                     return Vec::new();
@@ -640,7 +903,9 @@ impl Index {
                     .filter_map(|r| r.state.as_ref())
                     .flat_map(|s| s.ips.iter().map(|n| n.addr()))
                     .collect();
-                desired::namespace_rows(&self.net, &self.cfg, &owner.name, &ips)
+                let mut rows = desired::namespace_rows(&self.net, &self.cfg, &owner.name, &ips);
+                rows.extend(self.policies.namespace_rows(&self.net, &owner.name));
+                rows
             }
         }
     }
@@ -650,6 +915,11 @@ impl Index {
         let mut v = vec![Owner::cluster()];
         v.extend(self.nodes.keys().map(|n| Owner::node(n)));
         v.extend(self.namespaces.iter().map(|n| Owner::namespace(n)));
+        v.extend(self.policies.policy_owners());
+        v.extend(self.services.keys().map(|k| Owner {
+            kind: OwnerKind::Service,
+            name: k.clone(),
+        }));
         v.extend(self.pods.keys().map(|k| Owner {
             kind: OwnerKind::Pod,
             name: k.clone(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -109,6 +111,24 @@ enum Change {
     Node(Result<WEvent<Node>, watcher::Error>),
     Pod(Result<WEvent<Pod>, watcher::Error>),
     Namespace(Result<WEvent<Namespace>, watcher::Error>),
+    Service(Result<WEvent<Service>, watcher::Error>),
+    Slice(Result<WEvent<EndpointSlice>, watcher::Error>),
+    Policy(Result<WEvent<NetworkPolicy>, watcher::Error>),
+}
+
+/// The initial lists of every watched kind, applied together once all are in.
+#[derive(Default)]
+pub struct InitialLists {
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    pub namespaces: Vec<Namespace>,
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    pub policies: Vec<NetworkPolicy>,
+}
+
+fn ns_name(m: &ObjectMeta) -> Option<(&str, &str)> {
+    Some((m.namespace.as_deref()?, m.name.as_deref()?))
 }
 
 /// Runs the watchers into `ctl`: buffers the initial lists, applies annotated nodes and pods
@@ -118,16 +138,24 @@ pub async fn watch(ctl: Arc<Controller>, client: kube::Client) -> Result<(), Con
     let cfg = watcher::Config::default();
     let nodes = watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone()).map(Change::Node);
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), cfg.clone()).map(Change::Pod);
-    let nss = watcher::watcher(Api::<Namespace>::all(client.clone()), cfg).map(Change::Namespace);
-    let mut all = std::pin::pin!(futures::stream::select(
-        futures::stream::select(nodes, pods),
-        nss
-    ));
+    let nss =
+        watcher::watcher(Api::<Namespace>::all(client.clone()), cfg.clone()).map(Change::Namespace);
+    let svcs =
+        watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone()).map(Change::Service);
+    let slices =
+        watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg.clone()).map(Change::Slice);
+    let pols = watcher::watcher(Api::<NetworkPolicy>::all(client.clone()), cfg).map(Change::Policy);
+    let mut all = std::pin::pin!(futures::stream::select_all(vec![
+        nodes.boxed(),
+        pods.boxed(),
+        nss.boxed(),
+        svcs.boxed(),
+        slices.boxed(),
+        pols.boxed(),
+    ]));
 
-    let mut init_nodes: Vec<Node> = Vec::new();
-    let mut init_pods: Vec<Pod> = Vec::new();
-    let mut init_ns: Vec<String> = Vec::new();
-    let mut done = [false; 3];
+    let mut init = InitialLists::default();
+    let mut done = [false; 6];
     let mut synced = false;
     let reconciler = tokio::spawn(ctl.clone().run_reconciler());
     let _abort = AbortOnDrop(reconciler);
@@ -141,59 +169,81 @@ pub async fn watch(ctl: Arc<Controller>, client: kube::Client) -> Result<(), Con
         }
     });
     let _abort_drift = AbortOnDrop(drift);
+    // The initial list of each kind is buffered until every kind is listed.
+    macro_rules! handle {
+        ($ev:expr, $i:expr, $buf:expr, $apply:expr, $delete:expr) => {{
+            match $ev {
+                WEvent::Init => {}
+                WEvent::InitApply(o) if !synced => $buf.push(o),
+                WEvent::InitDone => done[$i] = true,
+                WEvent::Apply(o) | WEvent::InitApply(o) => $apply(&o),
+                WEvent::Delete(o) => $delete(&o),
+            }
+            Ok(())
+        }};
+    }
     while let Some(item) = all.next().await {
         let res: Result<(), watcher::Error> = match item {
-            Change::Node(Ok(ev)) => {
-                match ev {
-                    WEvent::Init => {}
-                    WEvent::InitApply(n) if !synced => init_nodes.push(n),
-                    WEvent::InitDone => done[0] = true,
-                    WEvent::Apply(n) | WEvent::InitApply(n) => ctl.node_applied(&n),
-                    WEvent::Delete(n) => {
-                        if let Some(name) = n.metadata.name.as_deref() {
-                            ctl.node_deleted(name)
-                        }
-                    }
+            Change::Node(Ok(ev)) => handle!(
+                ev,
+                0,
+                init.nodes,
+                |n: &Node| ctl.node_applied(n),
+                |n: &Node| if let Some(name) = n.metadata.name.as_deref() {
+                    ctl.node_deleted(name)
                 }
-                Ok(())
-            }
-            Change::Pod(Ok(ev)) => {
-                match ev {
-                    WEvent::Init => {}
-                    WEvent::InitApply(p) if !synced => init_pods.push(p),
-                    WEvent::InitDone => done[1] = true,
-                    WEvent::Apply(p) | WEvent::InitApply(p) => ctl.pod_applied(&p),
-                    WEvent::Delete(p) => {
-                        if let (Some(ns), Some(n)) =
-                            (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
-                        {
-                            ctl.pod_deleted(ns, n)
-                        }
-                    }
+            ),
+            Change::Pod(Ok(ev)) => handle!(
+                ev,
+                1,
+                init.pods,
+                |p: &Pod| ctl.pod_applied(p),
+                |p: &Pod| if let Some((ns, n)) = ns_name(&p.metadata) {
+                    ctl.pod_deleted(ns, n)
                 }
-                Ok(())
-            }
-            Change::Namespace(Ok(ev)) => {
-                match ev {
-                    WEvent::Init => {}
-                    WEvent::InitApply(n) if !synced => {
-                        init_ns.extend(n.metadata.name);
-                    }
-                    WEvent::InitDone => done[2] = true,
-                    WEvent::Apply(n) | WEvent::InitApply(n) => {
-                        if let Some(name) = n.metadata.name.as_deref() {
-                            ctl.namespace_applied(name)
-                        }
-                    }
-                    WEvent::Delete(n) => {
-                        if let Some(name) = n.metadata.name.as_deref() {
-                            ctl.namespace_deleted(name)
-                        }
-                    }
+            ),
+            Change::Namespace(Ok(ev)) => handle!(
+                ev,
+                2,
+                init.namespaces,
+                |n: &Namespace| ctl.namespace_applied(n),
+                |n: &Namespace| if let Some(name) = n.metadata.name.as_deref() {
+                    ctl.namespace_deleted(name)
                 }
-                Ok(())
-            }
-            Change::Node(Err(e)) | Change::Pod(Err(e)) | Change::Namespace(Err(e)) => Err(e),
+            ),
+            Change::Service(Ok(ev)) => handle!(
+                ev,
+                3,
+                init.services,
+                |s: &Service| ctl.service_applied(s),
+                |s: &Service| if let Some((ns, n)) = ns_name(&s.metadata) {
+                    ctl.service_deleted(ns, n)
+                }
+            ),
+            Change::Slice(Ok(ev)) => handle!(
+                ev,
+                4,
+                init.slices,
+                |s: &EndpointSlice| ctl.slice_applied(s),
+                |s: &EndpointSlice| if let Some((ns, n)) = ns_name(&s.metadata) {
+                    ctl.slice_deleted(ns, n)
+                }
+            ),
+            Change::Policy(Ok(ev)) => handle!(
+                ev,
+                5,
+                init.policies,
+                |p: &NetworkPolicy| ctl.policy_applied(p),
+                |p: &NetworkPolicy| if let Some((ns, n)) = ns_name(&p.metadata) {
+                    ctl.policy_deleted(ns, n)
+                }
+            ),
+            Change::Node(Err(e))
+            | Change::Pod(Err(e))
+            | Change::Namespace(Err(e))
+            | Change::Service(Err(e))
+            | Change::Slice(Err(e))
+            | Change::Policy(Err(e)) => Err(e),
         };
         if let Err(e) = res {
             // The watcher retries by itself; back off a little so a broken API is not hammered.
@@ -202,47 +252,66 @@ pub async fn watch(ctl: Arc<Controller>, client: kube::Client) -> Result<(), Con
         }
         if !synced && done.iter().all(|d| *d) {
             synced = true;
-            initial_sync(&ctl, &init_nodes, &init_pods, &init_ns);
-            init_nodes.clear();
-            init_pods.clear();
-            init_ns.clear();
+            apply_initial(&ctl, std::mem::take(&mut init));
             tracing::info!("initial lists applied; reconciling everything");
         }
     }
     Ok(())
 }
 
-/// Applies the initial lists in an order that honours existing allocations first.
-pub fn initial_sync(ctl: &Arc<Controller>, nodes: &[Node], pods: &[Pod], namespaces: &[String]) {
+/// Applies the initial lists in an order that honours existing allocations first, then
+/// marks everything for one reconcile.
+pub fn apply_initial(ctl: &Arc<Controller>, lists: InitialLists) {
     let has = |m: &ObjectMeta, k: &str| m.annotations.as_ref().is_some_and(|a| a.contains_key(k));
-    for n in nodes
+    let (annotated, fresh): (Vec<&Node>, Vec<&Node>) = lists
+        .nodes
         .iter()
-        .filter(|n| has(&n.metadata, ovnk_annotations::NODE_SUBNETS))
-    {
+        .partition(|n| has(&n.metadata, ovnk_annotations::NODE_SUBNETS));
+    for n in annotated.into_iter().chain(fresh) {
         ctl.node_applied(n);
     }
-    for n in nodes
-        .iter()
-        .filter(|n| !has(&n.metadata, ovnk_annotations::NODE_SUBNETS))
-    {
-        ctl.node_applied(n);
-    }
-    for ns in namespaces {
+    for ns in &lists.namespaces {
         ctl.namespace_applied(ns);
     }
-    for p in pods
-        .iter()
-        .filter(|p| has(&p.metadata, ovnk_annotations::POD_NETWORKS))
-    {
-        ctl.pod_applied(p);
+    for s in &lists.services {
+        ctl.service_applied(s);
     }
-    for p in pods
+    for s in &lists.slices {
+        ctl.slice_applied(s);
+    }
+    for p in &lists.policies {
+        ctl.policy_applied(p);
+    }
+    let (annotated, fresh): (Vec<&Pod>, Vec<&Pod>) = lists
+        .pods
         .iter()
-        .filter(|p| !has(&p.metadata, ovnk_annotations::POD_NETWORKS))
-    {
+        .partition(|p| has(&p.metadata, ovnk_annotations::POD_NETWORKS));
+    for p in annotated.into_iter().chain(fresh) {
         ctl.pod_applied(p);
     }
     ctl.mark_all();
+}
+
+/// [`apply_initial`] for nodes, pods and namespaces given by name (tests and benchmarks).
+pub fn initial_sync(ctl: &Arc<Controller>, nodes: &[Node], pods: &[Pod], namespaces: &[String]) {
+    apply_initial(
+        ctl,
+        InitialLists {
+            nodes: nodes.to_vec(),
+            pods: pods.to_vec(),
+            namespaces: namespaces
+                .iter()
+                .map(|n| Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(n.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+    );
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -16,7 +16,9 @@ pub mod engine;
 pub mod index;
 pub mod kube_io;
 pub mod nb;
+pub mod policy;
 pub mod rows;
+pub mod services;
 
 use std::sync::Arc;
 use std::time::Duration;

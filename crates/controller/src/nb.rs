@@ -145,7 +145,9 @@ impl Nb {
         let started = std::time::Instant::now();
         let res = self
             .client
-            .call("transact", Json::Array(params))
+            // The updates this transaction caused are in the cache when it returns, so the
+            // owners it committed are never planned again from stale rows.
+            .call_applied("transact", Json::Array(params))
             .await
             .map_err(|e| TxnFailure::Connection(e.to_string()));
         self.txn_nanos

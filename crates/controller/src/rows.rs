@@ -59,6 +59,13 @@ pub enum OwnerKind {
     Cluster,
     Node,
     Namespace,
+    /// A NetworkPolicy: its port group, ACLs.
+    NetworkPolicy,
+    /// The pods a policy peer selects (upstream's shared peer address sets).
+    PeerSelector,
+    /// A Service: its load balancers.
+    Service,
+    /// Pods come last: their ports join port groups made earlier in the same transaction.
     Pod,
 }
 
@@ -68,6 +75,9 @@ impl OwnerKind {
             OwnerKind::Cluster => "Cluster",
             OwnerKind::Node => "Node",
             OwnerKind::Namespace => "Namespace",
+            OwnerKind::NetworkPolicy => "NetworkPolicy",
+            OwnerKind::PeerSelector => "PodSelector",
+            OwnerKind::Service => "Service",
             OwnerKind::Pod => "Pod",
         }
     }
@@ -78,6 +88,9 @@ impl OwnerKind {
             "Node" => OwnerKind::Node,
             "Namespace" => OwnerKind::Namespace,
             "Pod" => OwnerKind::Pod,
+            "NetworkPolicy" => OwnerKind::NetworkPolicy,
+            "PodSelector" => OwnerKind::PeerSelector,
+            "Service" => OwnerKind::Service,
             _ => return None,
         })
     }
@@ -108,6 +121,18 @@ impl Owner {
         Owner {
             kind: OwnerKind::Namespace,
             name: name.into(),
+        }
+    }
+    pub fn service(namespace: &str, name: &str) -> Self {
+        Owner {
+            kind: OwnerKind::Service,
+            name: format!("{namespace}:{name}"),
+        }
+    }
+    pub fn policy(namespace: &str, name: &str) -> Self {
+        Owner {
+            kind: OwnerKind::NetworkPolicy,
+            name: format!("{namespace}:{name}"),
         }
     }
     pub fn pod(namespace: &str, name: &str) -> Self {
@@ -147,6 +172,30 @@ pub struct DesiredRow {
     pub key: RowKey,
     pub columns: Row,
     pub parent: Option<ParentLink>,
+    /// Further parents holding the row in a set column: a pod's port in the port groups of
+    /// the policies selecting it, a node's load balancer on its switch and its router.
+    /// Links in [`crate::engine::LINK_COLUMNS`] that are no longer wanted are removed.
+    pub also_in: Vec<ParentLink>,
+    /// Reference columns given as row keys, resolved to uuids when planned (a node switch's
+    /// `load_balancer_group`). The column is managed wholly, like any other.
+    pub refs: Vec<(&'static str, Vec<RowKey>)>,
+}
+
+impl DesiredRow {
+    /// Adds a further parent (see [`DesiredRow::also_in`]).
+    pub fn also_in(mut self, parent: &RowKey, column: &'static str) -> Self {
+        self.also_in.push(ParentLink {
+            parent: parent.clone(),
+            column,
+        });
+        self
+    }
+
+    /// Sets the reference column `column` to the rows `keys`.
+    pub fn with_refs(mut self, column: &'static str, keys: Vec<RowKey>) -> Self {
+        self.refs.push((column, keys));
+        self
+    }
 }
 
 /// Builds rows with ownership ids for one (network, owner).
@@ -227,13 +276,31 @@ impl RowBuilder {
             },
             columns: row,
             parent,
+            also_in: Vec::new(),
+            refs: Vec::new(),
         }
     }
 }
 
 /// Reads the owner recorded in a row's `external_ids`, if the row is owned by `controller`.
+/// `Load_Balancer_Group` has no `external_ids`: the cluster's group is known by its name.
 pub fn owner_of(row: &Row, controller: &str) -> Option<(Owner, String)> {
-    let ext = row.get("external_ids")?;
+    let Some(ext) = row.get("external_ids") else {
+        let name = row.get("name")?.as_str()?;
+        let net = controller.strip_suffix("-network-controller")?;
+        let prefix = if net == ovnk_annotations::DEFAULT_NETWORK {
+            String::new()
+        } else {
+            format!("{net}_")
+        };
+        if name == format!("{prefix}clusterLBGroup") {
+            return Some((
+                Owner::cluster(),
+                format!("{controller}:Cluster:cluster:cluster-lb-group"),
+            ));
+        }
+        return None;
+    };
     if ext.map_get(OWNER_CONTROLLER_KEY)?.as_str()? != controller {
         return None;
     }

@@ -93,22 +93,9 @@ fn flow(kube: &FakeKube, from: &str, to: &str, stack: Stack) -> String {
 }
 
 async fn scenario(stack: Stack) {
-    let central = testkit::OvnCentral::start().expect("OVN central");
+    let central = common::central_with_chassis();
     let nb = central.nb_remote();
     let sb = central.sb_remote();
-    // The chassis ovn-controller would register (name = system-id, hostname = node).
-    for (n, ip) in [("n1", "172.30.33.11"), ("n2", "172.30.33.12")] {
-        common::sbctl(&sb, &["chassis-add", &format!("chassis-{n}"), "geneve", ip]);
-        common::sbctl(
-            &sb,
-            &[
-                "set",
-                "Chassis",
-                &format!("chassis-{n}"),
-                &format!("hostname={n}"),
-            ],
-        );
-    }
     let kube = Arc::new(FakeKube::default());
     let pods = [("a", "n1"), ("b", "n2"), ("c", "n1")];
 

@@ -37,6 +37,14 @@ pub struct LabOptions {
     pub root: PathBuf,
 }
 
+/// Set to `dedicated` to give each gateway router its own underlay address and MAC
+/// (LAB-gateway.md variant A) instead of sharing the node IP (variant B, the default).
+pub const GATEWAY_MODE_ENV: &str = "OVNK_LAB_GATEWAY";
+
+fn dedicated_gateway_router() -> bool {
+    std::env::var(GATEWAY_MODE_ENV).is_ok_and(|v| v == "dedicated")
+}
+
 /// A running lab, owned by the process that brought it up.
 pub struct Lab {
     pub layout: LabLayout,
@@ -267,14 +275,6 @@ impl Lab {
                 "breth0".into(),
                 "--gateway-next-hop".into(),
                 layout.underlay_gateway().to_string(),
-                // LAB-gateway.md variant A: the gateway router has its own address and
-                // MAC, so breth0's NORMAL switching keeps Geneve to the node's kernel.
-                "--gateway-router-address".into(),
-                format!(
-                    "{}/{}",
-                    node.gateway_router_ip(),
-                    LabLayout::UNDERLAY_PREFIX_LEN
-                ),
                 "--cni-socket".into(),
                 node.cni_socket().display().to_string(),
                 "--cni-conf-dir".into(),
@@ -283,6 +283,19 @@ impl Lab {
                 node.cni_bin_dir().display().to_string(),
             ])
             .env("RUST_LOG", "info");
+            // Default: LAB-gateway.md variant B (OVN-Kubernetes' shared gateway), the
+            // router shares the node IP and the agent splits breth0's traffic with
+            // OpenFlow. Variant A on request: the router has its own address and MAC,
+            // and breth0's NORMAL switching serves both.
+            let spec = if dedicated_gateway_router() {
+                spec.arg("--gateway-router-address").arg(format!(
+                    "{}/{}",
+                    node.gateway_router_ip(),
+                    LabLayout::UNDERLAY_PREFIX_LEN
+                ))
+            } else {
+                spec
+            };
             self.supervisor.start(spec).await?;
         }
         step("ovnk controller and one ovnk node per node started");

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,33 @@ pub struct DaemonSpec {
     pub pidfile: PathBuf,
     /// Restart when it dies (false for one-shot helpers).
     pub restart: bool,
+    /// Runs after every start, restarts included.
+    pub after_start: Option<AfterStart>,
+}
+
+/// Work to redo each time a daemon has started, such as runtime settings a restart loses.
+/// It runs as its own task, so it must itself wait for the daemon to be ready.
+#[derive(Clone)]
+pub struct AfterStart(Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>);
+
+impl AfterStart {
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        AfterStart(Arc::new(move || Box::pin(f())))
+    }
+
+    fn spawn(&self) {
+        tokio::spawn((self.0)());
+    }
+}
+
+impl std::fmt::Debug for AfterStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterStart(..)")
+    }
 }
 
 impl DaemonSpec {
@@ -44,7 +73,12 @@ impl DaemonSpec {
             log,
             pidfile,
             restart: true,
+            after_start: None,
         }
+    }
+    pub fn after_start(mut self, hook: AfterStart) -> Self {
+        self.after_start = Some(hook);
+        self
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
@@ -168,6 +202,9 @@ impl Supervisor {
             name: spec.name.clone(),
             pid,
         });
+        if let Some(h) = &spec.after_start {
+            h.spawn();
+        }
         let task = tokio::spawn(watch_daemon(self.clone(), spec.clone(), child, stop_rx));
         self.lock().insert(
             spec.name.clone(),
@@ -298,6 +335,9 @@ async fn watch_daemon(
                         let pid = child.id().unwrap_or(0);
                         sup.update(&spec.name, |s| { s.up = true; s.pid = Some(pid); s.restarts += 1; });
                         let _ = sup.events.send(DaemonEvent::Started { name: spec.name.clone(), pid });
+                        if let Some(h) = &spec.after_start {
+                            h.spawn();
+                        }
                     }
                     Err(e) => {
                         let _ = sup.events.send(DaemonEvent::GaveUp { name: spec.name.clone(), reason: e.to_string() });

@@ -12,7 +12,7 @@ use ovsdb::client::{Client, ClientConfig};
 use ovsdb::txn::{Mutation, Transaction};
 use ovsdb::{Atom, Row, Value};
 
-use crate::daemon::{DaemonSpec, Supervisor};
+use crate::daemon::{AfterStart, DaemonSpec, Supervisor};
 use crate::layout::{LabLayout, NodeLayout};
 use crate::LabError;
 
@@ -322,16 +322,55 @@ pub async fn start_node_ovs(
     .map_err(|e| LabError::Ovsdb(format!("{} Open_vSwitch: {e}", node.name)))?;
     init_ovs_db(&client, node).await?;
 
+    let ctl = run.join("ovs-vswitchd.ctl");
+    let who = format!("{}/ovs-vswitchd", node.name);
     sup.start(
-        node_daemon(layout, node, ns, "ovs-vswitchd", program("ovs-vswitchd")?).args([
-            remote.clone(),
-            format!("--unixctl={}", s(&run.join("ovs-vswitchd.ctl"))),
-            format!("--log-file={}", s(&log.join("ovs-vswitchd.log"))),
-            LOG_CONSOLE_OFF.into(),
-        ]),
+        node_daemon(layout, node, ns, "ovs-vswitchd", program("ovs-vswitchd")?)
+            .args([
+                remote.clone(),
+                format!("--unixctl={}", s(&ctl)),
+                format!("--log-file={}", s(&log.join("ovs-vswitchd.log"))),
+                LOG_CONSOLE_OFF.into(),
+            ])
+            .after_start(AfterStart::new(move || {
+                disable_megaflows(ctl.clone(), who.clone())
+            })),
     )
     .await?;
     Ok(client)
+}
+
+/// Works around a bug of OVS 3.1's userspace datapath: after an OpenFlow change, a
+/// cached megaflow for traffic that arrived through the Geneve tunnel can keep its old
+/// actions for as long as packets keep hitting it (the revalidator does not replace it;
+/// `revalidator/purge` does). A NetworkPolicy that denies a remote pod then still lets
+/// its new connections through. Antrea met the same on kind (antrea#897, antrea#1608).
+/// Without megaflows every new connection is translated against the current flow
+/// tables; a lab's traffic is small, so the extra upcalls cost nothing that matters.
+/// A restarted ovs-vswitchd forgets the setting, so this runs after every start.
+async fn disable_megaflows(ctl: PathBuf, who: String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match ovsdb::unixctl::call(
+            &ctl,
+            "upcall/disable-megaflows",
+            &[],
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::debug!(daemon = %who, "megaflows disabled (userspace datapath workaround)");
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(daemon = %who, "cannot disable megaflows; NetworkPolicy changes may reach remote pods late: {e}");
+                return;
+            }
+            // Not listening yet (or a dead instance's socket): wait for this one.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Starts ovn-controller in the node's namespace against its local OVS database.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
 
 use crate::layout::LabLayout;
@@ -126,6 +126,57 @@ pub fn in_pod(layout: &LabLayout, ns: &str, pod: &str, cmd: &[&str]) -> Result<b
     Ok(status.success())
 }
 
+/// `ovnk lab probe ADDR PORT` from inside the network namespace `netns`: the answer (the
+/// backend's name), or None.
+pub fn probe_from(netns: &str, addr: &str, port: u16) -> Result<Option<String>, LabError> {
+    let exe = std::env::current_exe().map_err(|e| err(format!("own executable: {e}")))?;
+    let ns = ovnk_netns::NetNs::named(netns)?;
+    let mut c = Command::new(exe);
+    c.args([
+        "lab",
+        "probe",
+        addr,
+        &port.to_string(),
+        "--timeout-ms",
+        "1500",
+    ])
+    .stderr(std::process::Stdio::null());
+    ns.command_in(&mut c)?;
+    let out = c
+        .output()
+        .map_err(|e| err(format!("probe {addr}:{port} in {netns}: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((out.status.success() && !text.is_empty()).then_some(text))
+}
+
+fn pod_netns(layout: &LabLayout, ns: &str, pod: &str) -> Result<String, LabError> {
+    Ok(crate::kubelet::find_pod(&layout.dir, ns, pod)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err(format!("pod {ns}/{pod} has no sandbox")))?
+        .netns)
+}
+
+/// Probes `addr:port` from `netns` up to `tries` times until every name in `want`
+/// answered; the names seen.
+fn backends_seen(
+    netns: &str,
+    addr: &str,
+    port: u16,
+    want: &[&str],
+    tries: usize,
+) -> Result<std::collections::BTreeSet<String>, LabError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..tries {
+        if let Some(n) = probe_from(netns, addr, port)? {
+            seen.insert(n);
+        }
+        if want.iter().all(|w| seen.contains(*w)) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
 /// One ping; the first packet to a new remote node may be lost while OVS resolves the
 /// tunnel's next hop (LAB.md pitfall 6), so a reachable target gets up to 3 tries.
 pub fn ping(
@@ -192,13 +243,22 @@ pub async fn play(
     let other_node = &ips[2];
     let check = |name: &str, ip: &str, want: bool| -> Result<(Outcome, Duration), LabError> {
         let t = Instant::now();
-        let got = ping(
-            layout,
-            "alpine-worker",
-            "alpine-worker",
-            ip,
-            if want { 3 } else { 2 },
-        )?;
+        // A policy takes effect once the controller and every ovn-controller applied it
+        // (eventually, as in Kubernetes): "no reply" is awaited up to a deadline.
+        let got = if want {
+            ping(layout, "alpine-worker", "alpine-worker", ip, 3)?
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if !ping(layout, "alpine-worker", "alpine-worker", ip, 1)? {
+                    break false;
+                }
+                if Instant::now() >= deadline {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
         let outcome = if got == want {
             Outcome::Ok(if got {
                 "reply".into()
@@ -246,6 +306,74 @@ pub async fn play(
             "3 nginx pods running",
             "Running",
             Outcome::Ok(nips.join(", ")),
+            t.elapsed(),
+        );
+        let names = ["nginx-1", "nginx-2", "nginx-3"];
+        let judge = |seen: std::collections::BTreeSet<String>| {
+            let list: Vec<String> = seen.iter().cloned().collect();
+            if names.iter().all(|n| seen.contains(*n)) {
+                Outcome::Ok(format!("answered by {}", list.join(", ")))
+            } else {
+                Outcome::Failed(format!("answered by [{}] only", list.join(", ")))
+            }
+        };
+
+        let t = Instant::now();
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "nginx-namespace");
+        let cluster_ip = svcs
+            .get("nginx-service")
+            .await
+            .map_err(|e| err(format!("service nginx-service: {e}")))?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap_or_default();
+        let from = pod_netns(layout, "alpine-worker", "alpine-worker")?;
+        let seen = backends_seen(&from, &cluster_ip, 80, &names, 30)?;
+        record(
+            &format!("ClusterIP nginx-service {cluster_ip}:80 from alpine-worker"),
+            "all 3 backends",
+            judge(seen),
+            t.elapsed(),
+        );
+
+        // NodePort from the external client (the underlay) on every node's gateway IP.
+        let t = Instant::now();
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut seen = std::collections::BTreeSet::new();
+        let mut addrs = Vec::new();
+        for n in nodes
+            .list(&Default::default())
+            .await
+            .map_err(|e| err(format!("list nodes: {e}")))?
+        {
+            let gw = n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ovnk_annotations::L3_GATEWAY_CONFIG))
+                .and_then(|t| ovnk_annotations::parse_l3_gateway_config(t).ok())
+                .and_then(|m| m.get(ovnk_annotations::DEFAULT_NETWORK).cloned());
+            if let Some(ovnk_annotations::L3GatewayConfig::Enabled(g)) = gw {
+                for ip in g.ip_addresses.iter().filter(|i| i.addr().is_ipv4()) {
+                    let a = ip.addr().to_string();
+                    seen.extend(backends_seen(
+                        &layout.underlay_netns(),
+                        &a,
+                        30080,
+                        &names,
+                        15,
+                    )?);
+                    addrs.push(a);
+                }
+            }
+        }
+        record(
+            &format!(
+                "NodePort {{{}}}:30080 from the external client",
+                addrs.join(",")
+            ),
+            "all 3 backends",
+            judge(seen),
             t.elapsed(),
         );
     } else {

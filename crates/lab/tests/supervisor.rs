@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnk_lab::daemon::{process_matches, stop_by_pidfile, DaemonEvent, DaemonSpec, Supervisor};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ovnk_lab::daemon::{
+    process_matches, stop_by_pidfile, AfterStart, DaemonEvent, DaemonSpec, Supervisor,
+};
 
 async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<DaemonEvent>) -> DaemonEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -37,6 +41,15 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
         dir.path().join("sleeper.pid"),
     )
     .args(["-c", "echo up; exec sleep 300"]);
+    // The after-start hook runs on the first start and again on every restart.
+    let starts = Arc::new(AtomicU32::new(0));
+    let counted = starts.clone();
+    let spec = spec.after_start(AfterStart::new(move || {
+        let c = counted.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
     let pid = sup.start(spec).await.unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     // The pidfile records the pid and the program, so a later cleanup can check both.
@@ -82,6 +95,13 @@ async fn restarts_a_dead_daemon_and_stops_by_pid() {
     assert_eq!(st[0].pid, Some(new_pid));
     // Both runs append to the same log.
     wait_for_log(&dir.path().join("sleeper.log"), "up\nup\n").await;
+    for _ in 0..500 {
+        if starts.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(starts.load(Ordering::SeqCst), 2, "after-start hook runs");
 
     sup.stop("t/sleeper").await;
     assert!(!process_matches(new_pid as i32, "sleep"));

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub ovs_db: PathBuf,
     /// The OVN Southbound remote written to `external_ids:ovn-remote`.
     pub sb_remote: String,
+    /// ovs-vswitchd's run directory, where the bridges' OpenFlow management sockets
+    /// (`<bridge>.mgmt`) are; `None`: the directory of `ovs_db`.
+    pub ovs_rundir: Option<PathBuf>,
     /// `system-id` to use when OVS has none yet (default: the node name).
     pub system_id: Option<String>,
     /// The node IP with its prefix: the Geneve endpoint (`ovn-encap-ip`) and the
@@ -78,6 +81,7 @@ impl NodeConfig {
             netns: None,
             ovs_db: ovs_db.into(),
             sb_remote: sb_remote.into(),
+            ovs_rundir: None,
             system_id: None,
             node_ip,
             gateway: None,
@@ -99,6 +103,16 @@ impl NodeConfig {
             ovn_installed_timeout: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(120),
         }
+    }
+
+    /// Where the bridges' OpenFlow management sockets are.
+    pub fn ovs_rundir(&self) -> PathBuf {
+        self.ovs_rundir.clone().unwrap_or_else(|| {
+            self.ovs_db
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/run/openvswitch"))
+        })
     }
 
     /// Checks what would otherwise fail late and obscurely.

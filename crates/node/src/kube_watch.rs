@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use ovnk_annotations::POD_NETWORKS;
 use tokio::sync::watch;
 
+use crate::gateway::{service_view, ServiceView};
 use crate::pods::{PodCache, PodEntry};
 
 /// What the agent reads from its Node object.
@@ -102,4 +103,63 @@ pub async fn annotate_node(
     api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
+}
+
+/// Services by (namespace, name), as the gateway sees them.
+pub type ServiceMap = BTreeMap<(String, String), ServiceView>;
+
+fn service_key(s: &Service) -> Option<(String, String)> {
+    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+}
+
+/// Watches all Services into `tx` (only changes the gateway cares about wake it), forever.
+pub async fn watch_services(client: kube::Client, tx: watch::Sender<ServiceMap>) {
+    let api: Api<Service> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer = ServiceMap::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(s)) => {
+                if let Some(k) = service_key(&s) {
+                    buffer.insert(k, service_view(&s));
+                }
+            }
+            Ok(Event::InitDone) => {
+                let all = std::mem::take(&mut buffer);
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != all;
+                    *cur = all;
+                    changed
+                });
+            }
+            Ok(Event::Apply(s)) => {
+                if let Some(k) = service_key(&s) {
+                    let v = service_view(&s);
+                    tx.send_if_modified(|cur| cur.insert(k, v.clone()).as_ref() != Some(&v));
+                }
+            }
+            Ok(Event::Delete(s)) => {
+                if let Some(k) = service_key(&s) {
+                    tx.send_if_modified(|cur| cur.remove(&k).is_some());
+                }
+            }
+            Err(e) => tracing::warn!("service watch: {e}"),
+        }
+    }
+}
+
+/// Sleeps `wait`, or less if `rx` changes first. Once the sender is gone, just sleeps:
+/// the caller keeps maintaining what it has.
+pub async fn sleep_or_changed<T>(rx: &mut watch::Receiver<T>, wait: std::time::Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        r = rx.changed() => {
+            if r.is_err() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! [`register`] (pure: OVS `external_ids` and Node annotations), [`ovs::Ovs`] (the node's
 //! OVS database), [`pods::PodCache`] (pods and their annotations, fed by
 //! [`kube_watch`]), [`cni::CniAgent`] (the `ovnk_cni::CniHandler`), [`mgmt`] (the
-//! management port) and [`install`] (the CNI configuration and binary).
+//! management port), [`install`] (the CNI configuration and binary) and [`gateway`] (the
+//! shared gateway's OpenFlow rules on breth0, when the router shares the node IP).
 //!
 //! Side effects sit behind small seams ([`podnet::NetOps`] for netlink, the real
 //! ovsdb-server for OVS, [`pods::PodCache`] for Kubernetes) so the logic is tested
@@ -15,6 +16,8 @@ pub mod config;
 /// The interface knobs netlink does not cover (TX checksum offload, IPv6), shared with the lab.
 pub use ovnk_netns::ethtool;
 pub mod fake;
+pub mod gateway;
+pub mod hostnat;
 pub mod install;
 pub mod kube_watch;
 pub mod mgmt;
@@ -209,6 +212,40 @@ pub async fn run_with<N: podnet::NetOps>(
         .await
         .map_err(|e| NodeError::Kube(format!("annotating Node {node}: {e}")))?;
 
+    // 3b. Shared gateway (the router uses the node IP): breth0's OpenFlow split.
+    let mut host_services = None;
+    if let Some(g) = cfg.gateway.as_ref().filter(|g| g.router_address.is_none()) {
+        match cfg.node_ip.addr() {
+            std::net::IpAddr::V4(node_ip) => {
+                let (svc_tx, svc_rx) = watch::channel(kube_watch::ServiceMap::new());
+                host_services = Some((node_ip, svc_rx.clone()));
+                tasks.0.push(tokio::spawn(kube_watch::watch_services(
+                    kube.clone(),
+                    svc_tx,
+                )));
+                let settings = gateway::GatewaySettings {
+                    node_name: node.clone(),
+                    bridge: g.interface.clone(),
+                    node_ip,
+                    interval: gateway::CHECK_INTERVAL,
+                };
+                let table = gateway::OpenFlowTable::new(&cfg.ovs_rundir(), &g.interface);
+                tasks.0.push(tokio::spawn(gateway::run(
+                    settings,
+                    Arc::new(ovs.clone()),
+                    table,
+                    svc_rx,
+                )));
+            }
+            std::net::IpAddr::V6(_) => {
+                tracing::warn!(
+                    "shared gateway flows are IPv4 only; {} left at NORMAL",
+                    g.interface
+                )
+            }
+        }
+    }
+
     // 4. CNI server (STATUS says "not ready" until the management port is up).
     // Veth checksums must be complete whenever br-int forwards in userspace, also
     // when someone else made br-int netdev.
@@ -256,6 +293,31 @@ pub async fn run_with<N: podnet::NetOps>(
         })?;
     let mgmt = mgmt::setup_mgmt_port(&ovs, &*net, cfg, &subnet).await?;
     tracing::info!(node = %node, "management port {} at {}", mgmt::MGMT_PORT, mgmt.address);
+
+    // 5b. The host's own connections to its NodePorts and external IPs (nftables).
+    if let (Some((node_ip, svc_rx)), std::net::IpAddr::V4(mgmt_ip)) =
+        (host_services, mgmt.address.addr())
+    {
+        let ns = match &cfg.netns {
+            Some(p) => ovnk_netns::NetNs::open(p),
+            None => ovnk_netns::NetNs::current(),
+        };
+        match ns.map(|ns| ns.run(ovnk_nft::NftSocket::open)) {
+            Ok(Ok(Ok(sock))) => tasks.0.push(tokio::spawn(hostnat::run(
+                sock,
+                node_ip,
+                mgmt_ip,
+                svc_rx,
+                hostnat::REASSERT_INTERVAL,
+            ))),
+            Ok(Ok(Err(e))) => tracing::warn!(
+                "no nftables ({e}): the host cannot reach its own NodePorts; everything else works"
+            ),
+            Ok(Err(e)) | Err(e) => tracing::warn!(
+                "no nftables (node namespace: {e}): the host cannot reach its own NodePorts"
+            ),
+        }
+    }
 
     // 6. Ports of pods deleted while the agent was away (the shim's DEL succeeds
     //    without us when our socket is absent).

@@ -65,6 +65,15 @@ pub struct PodPort {
     pub ovn_installed: bool,
 }
 
+/// An interface on a bridge, with its OpenFlow port number once vswitchd assigned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeInterface {
+    pub name: String,
+    /// Interface `type` ("" for a system device, "internal", "patch", ...).
+    pub typ: String,
+    pub ofport: Option<u32>,
+}
+
 /// The node's OVS database client (cheap to clone).
 #[derive(Clone)]
 pub struct Ovs {
@@ -461,6 +470,47 @@ impl Ovs {
                 .unwrap_or_default()
                 .to_string()
         })
+    }
+
+    /// The interfaces of a bridge's ports (from the cache), sorted by name.
+    pub fn bridge_interfaces(&self, bridge: &str) -> Vec<BridgeInterface> {
+        let cache = self.client.cache();
+        let Some((_, br)) = self.row_by_name("Bridge", bridge) else {
+            return Vec::new();
+        };
+        let mut out: Vec<BridgeInterface> = br
+            .get("ports")
+            .map(Value::set_elements)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Atom::as_uuid)
+            .filter_map(|p| cache.row("Port", p))
+            .flat_map(|port| {
+                port.get("interfaces")
+                    .map(|v| v.set_elements().to_vec())
+                    .unwrap_or_default()
+            })
+            .filter_map(|a| a.as_uuid())
+            .filter_map(|i| cache.row("Interface", i))
+            .filter_map(|i| {
+                Some(BridgeInterface {
+                    name: name_of(&i)?.to_string(),
+                    typ: i
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    // -1 (failed) and the empty set (not yet assigned) are both "none".
+                    ofport: i
+                        .get("ofport")
+                        .and_then(Value::as_i64)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n > 0),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The database this client talks to, for messages.

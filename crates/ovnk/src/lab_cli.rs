@@ -397,8 +397,8 @@ async fn demo(lab: &NameArg, manifests: &Path) -> anyhow::Result<()> {
 
 /// Whether this build programs Services (issue #7) and NetworkPolicies (issue #8):
 /// the demo plays those steps only then, and says so otherwise.
-const SERVICES_PROGRAMMED: bool = false;
-const POLICIES_PROGRAMMED: bool = false;
+const SERVICES_PROGRAMMED: bool = true;
+const POLICIES_PROGRAMMED: bool = true;
 
 /// (name, pid, alive) of every daemon pidfile under the lab's `pids/`.
 fn daemon_states(dir: &Path) -> Vec<(String, Option<i32>, bool)> {

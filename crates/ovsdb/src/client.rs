@@ -442,6 +442,20 @@ impl Client {
         Ok(live.conn.call(method, &params).await?)
     }
 
+    /// As [`Client::call`], but returns only once every monitor update that arrived before
+    /// the reply is in the cache (and sent to subscribers): a caller that planned from the
+    /// cache can plan its next step from it right away (a `transact` sent raw).
+    pub async fn call_applied(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let live = self.live().await?;
+        let (frame, seq) = live.conn.call_raw_seq(method, &params).await?;
+        self.wait_applied(&live, seq).await;
+        Ok(crate::rpc::decode_result(method, &frame)?)
+    }
+
     /// Changes the monitor condition of one table (`monitor_cond_change`); an empty list
     /// means every row. The cache then gets inserts/deletes for rows entering/leaving the
     /// condition, and later reconnects use the new condition.

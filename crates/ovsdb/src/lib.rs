@@ -52,6 +52,7 @@ pub mod rpc;
 pub mod schema;
 pub mod stream;
 pub mod txn;
+pub mod unixctl;
 pub mod update;
 pub mod value;
 
