@@ -349,6 +349,12 @@ fn expired(spec: &LeaseSpec, duration: Duration) -> bool {
     }
 }
 
+/// A leader that stopped cleanly leaves the Lease without a holder (as client-go's
+/// ReleaseOnCancel does), so a successor need not wait for it to expire.
+fn released(spec: &LeaseSpec) -> bool {
+    spec.holder_identity.as_deref().unwrap_or("").is_empty()
+}
+
 /// Blocks until this replica holds the Lease. Takeover of an expired Lease uses the
 /// resourceVersion of what was read, so two standbys cannot both win.
 pub async fn acquire(client: &kube::Client, cfg: &LeaseConfig) -> Result<(), ControllerError> {
@@ -396,7 +402,7 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
             let held_by_me = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
-            if !held_by_me && !expired(&spec, cfg.duration) {
+            if !held_by_me && !released(&spec) && !expired(&spec, cfg.duration) {
                 return Ok(false);
             }
             let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!held_by_me);
@@ -407,6 +413,31 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
                 Err(e) => Err(e),
             }
         }
+    }
+}
+
+/// Gives the Lease up if this replica still holds it: clears the holder, so a standby
+/// takes over at its next attempt instead of after the lease duration. The write uses the
+/// resourceVersion that was read, so a Lease someone else already took is left alone.
+pub async fn release(client: &kube::Client, cfg: &LeaseConfig) -> Result<bool, ControllerError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let what =
+        |e: kube::Error| ControllerError::Lease(format!("{}/{}: {e}", cfg.namespace, cfg.name));
+    let Some(mut lease) = api.get_opt(&cfg.name).await.map_err(what)? else {
+        return Ok(false);
+    };
+    let mut spec = lease.spec.clone().unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    spec.acquire_time = None;
+    lease.spec = Some(spec);
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(what(e)),
     }
 }
 
@@ -444,5 +475,33 @@ pub async fn keep(client: kube::Client, cfg: LeaseConfig) {
             tracing::error!("could not renew the lease within {:?}", cfg.duration);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn a_released_lease_is_free_at_once_and_a_held_one_is_not() {
+        let fresh = LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(10),
+            renew_time: Some(now()),
+            ..Default::default()
+        };
+        assert!(!released(&fresh));
+        assert!(!expired(&fresh, Duration::from_secs(10)));
+        let gone = LeaseSpec {
+            holder_identity: None,
+            renew_time: None,
+            ..fresh.clone()
+        };
+        assert!(released(&gone));
+        let empty = LeaseSpec {
+            holder_identity: Some(String::new()),
+            ..fresh
+        };
+        assert!(released(&empty));
     }
 }

@@ -37,6 +37,8 @@ pub enum ControllerError {
     Kube(#[from] kube::Error),
     #[error("lost leadership (lease {0})")]
     LostLease(String),
+    #[error("lease {0}")]
+    Lease(String),
 }
 
 /// Builds a controller for the default network: resolves the config and connects to NB.
@@ -54,6 +56,18 @@ pub async fn build(
 /// Runs the controller until an error or the loss of leadership. With leader election on,
 /// it first waits to hold the Lease (a standby takes over once the leader's Lease expires).
 pub async fn run(config: ControllerConfig, client: kube::Client) -> Result<(), ControllerError> {
+    run_until(config, client, std::future::pending()).await
+}
+
+/// As [`run`], and stops cleanly when `shutdown` completes: a leader then gives its Lease
+/// up, so that a successor (or the same controller restarted) leads at once instead of
+/// waiting out the lease duration.
+pub async fn run_until(
+    config: ControllerConfig,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ControllerError> {
+    tokio::pin!(shutdown);
     config.resolve()?;
     let identity = config.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME")
@@ -73,22 +87,52 @@ pub async fn run(config: ControllerConfig, client: kube::Client) -> Result<(), C
             lease.namespace,
             lease.name
         );
-        kube_io::acquire(&client, &lease).await?;
+        tokio::select! {
+            r = kube_io::acquire(&client, &lease) => r?,
+            _ = &mut shutdown => return Ok(()),
+        }
         tracing::info!(identity, "leading");
     }
+    let outcome = lead(&config, &client, &lease, &mut shutdown).await;
+    if config.leader_elect {
+        match kube_io::release(&client, &lease).await {
+            Ok(true) => tracing::info!(identity, "lease released"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("releasing the lease: {e}"),
+        }
+    }
+    outcome
+}
+
+/// The controller's work while it leads; `Ok` when `shutdown` completes.
+async fn lead(
+    config: &ControllerConfig,
+    client: &kube::Client,
+    lease: &kube_io::LeaseConfig,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), ControllerError> {
+    let identity = lease.identity.clone();
     let ops: Arc<dyn KubeOps> = Arc::new(kube_io::KubeClientOps::new(
         client.clone(),
         Some(identity.clone()),
     ));
-    let ctl = build(&config, ops).await?;
-    let work = kube_io::watch(ctl, client.clone());
-    if config.leader_elect {
-        let keep = kube_io::keep(client, lease.clone());
-        tokio::select! {
-            r = work => r,
-            _ = keep => Err(ControllerError::LostLease(format!("{}/{}", lease.namespace, lease.name))),
+    let work = async {
+        let ctl = build(config, ops).await?;
+        kube_io::watch(ctl, client.clone()).await
+    };
+    let keep = async {
+        if config.leader_elect {
+            kube_io::keep(client.clone(), lease.clone()).await;
+        } else {
+            std::future::pending::<()>().await;
         }
-    } else {
-        work.await
+    };
+    tokio::select! {
+        r = work => r,
+        _ = keep => Err(ControllerError::LostLease(format!("{}/{}", lease.namespace, lease.name))),
+        _ = shutdown => {
+            tracing::info!("stopping on request");
+            Ok(())
+        }
     }
 }

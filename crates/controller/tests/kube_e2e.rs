@@ -121,9 +121,13 @@ async fn run_against_lab_apiserver_with_failover() {
         .contains("ns_a")
     })
     .await;
-    let b = tokio::spawn(ovnk_controller::run(
+    let (stop_b, b_stopped) = tokio::sync::oneshot::channel::<()>();
+    let b = tokio::spawn(ovnk_controller::run_until(
         replica(&nb, "replica-b"),
         client.clone(),
+        async {
+            let _ = b_stopped.await;
+        },
     ));
 
     // Allocations are in the API objects.
@@ -216,7 +220,38 @@ async fn run_against_lab_apiserver_with_failover() {
         .contains("ns_a")
     })
     .await;
-    b.abort();
-    let _ = b.await;
+    // B stops cleanly (SIGTERM in the binary): it gives the Lease up, so a successor
+    // leads at once instead of after the lease duration (`ovnk lab down` then `up`).
+    stop_b.send(()).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .expect("B stops on request")
+        .unwrap();
+    assert!(stopped.is_ok(), "{stopped:?}");
+    let l = leases.get("ovn-kubernetes-master").await.unwrap();
+    let spec = l.spec.unwrap();
+    assert_eq!(spec.holder_identity, None, "{spec:?}");
+    assert_eq!(spec.renew_time, None, "{spec:?}");
+    let mut c_cfg = replica(&nb, "replica-c");
+    c_cfg.lease_duration_secs = 60;
+    let c = tokio::spawn(ovnk_controller::run(c_cfg, client.clone()));
+    let start = Instant::now();
+    loop {
+        let holder = leases
+            .get("ovn-kubernetes-master")
+            .await
+            .ok()
+            .and_then(|l| l.spec?.holder_identity);
+        if holder.as_deref() == Some("replica-c") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "replica-c does not lead a released Lease: {holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.abort();
+    let _ = c.await;
     server.shutdown().await;
 }

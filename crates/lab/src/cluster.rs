@@ -302,7 +302,9 @@ impl Lab {
         wait_nodes_ready(&kube, &layout, Duration::from_secs(60)).await?;
         step("every node has its subnet and its CNI server");
 
-        // 5. The lab's stand-ins for the rest of Kubernetes.
+        // 5. The lab's stand-ins for the rest of Kubernetes. Pods kept from an earlier
+        // run lost their sandboxes with the nodes: they say so until they are set up again.
+        let restored = mark_sandboxes_lost(&kube, &layout).await?;
         for node in &layout.nodes {
             let mut cfg = crate::kubelet::KubeletConfig::new(
                 &node.name,
@@ -339,6 +341,23 @@ impl Lab {
             }
         }));
         step("lab kubelets, scheduler and EndpointSlice controller running");
+        if !restored.is_empty() {
+            let waiting = wait_pods_ready(&kube, &restored, Duration::from_secs(60)).await;
+            if waiting.is_empty() {
+                step(&format!(
+                    "{} pods from the last run set up again",
+                    restored.len()
+                ));
+            } else {
+                step(&format!(
+                    "warning: {} of {} pods from the last run are not ready yet: {} \
+                     (`kubectl describe pod` says why)",
+                    waiting.len(),
+                    restored.len(),
+                    waiting.join(", ")
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -438,6 +457,94 @@ fn now_rfc3339() -> String {
 }
 
 /// Ready for pods: the controller gave the node its subnet, and its CNI server listens.
+/// Marks every pod the API server still places on this lab's nodes (not host-network,
+/// not finished) as not ready, since its network namespace went with the node; returns
+/// them as (namespace, name).
+async fn mark_sandboxes_lost(
+    kube: &kube::Client,
+    layout: &LabLayout,
+) -> Result<Vec<(String, String)>, LabError> {
+    use k8s_openapi::api::core::v1::Pod;
+    let node_ips: BTreeMap<&str, IpAddr> = layout
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), IpAddr::V4(n.ip)))
+        .collect();
+    let all: Api<Pod> = Api::all(kube.clone());
+    let pods = all
+        .list(&Default::default())
+        .await
+        .map_err(|e| setup_err(format!("listing pods: {e}")))?;
+    let mut marked = Vec::new();
+    for pod in pods.items {
+        let spec = pod.spec.as_ref();
+        let Some(ip) = spec
+            .and_then(|s| s.node_name.as_deref())
+            .and_then(|n| node_ips.get(n))
+        else {
+            continue;
+        };
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        // Only pods that were ready: one that never came up says why already.
+        if host_network || !pod_ready(&pod) {
+            continue;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = crate::kubelet::sandbox_lost_status(&pod, &[*ip]);
+        let api: Api<Pod> = Api::namespaced(kube.clone(), &ns);
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+        {
+            Ok(_) => marked.push((ns, name)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(setup_err(format!("pod {ns}/{name}: status: {e}"))),
+        }
+    }
+    Ok(marked)
+}
+
+fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until the given pods are Ready; returns those still not ready at the timeout.
+async fn wait_pods_ready(
+    kube: &kube::Client,
+    pods: &[(String, String)],
+    timeout: Duration,
+) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut waiting = Vec::new();
+        for (ns, name) in pods {
+            let api: Api<Pod> = Api::namespaced(kube.clone(), ns);
+            let ready = match api.get_opt(name).await {
+                Ok(Some(p)) => pod_ready(&p),
+                // Deleted meanwhile: nothing to wait for.
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if !ready {
+                waiting.push(format!("{ns}/{name}"));
+            }
+        }
+        if waiting.is_empty() || Instant::now() >= deadline {
+            return waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_nodes_ready(
     kube: &kube::Client,
     layout: &LabLayout,

@@ -700,6 +700,16 @@ fn condition(
 }
 
 /// The status the kubelet reports: Running with `ips`, or Pending with the setup error.
+/// The status of a pod whose sandbox went away with its node (`ovnk lab down`): not
+/// ready, its containers being created again. It keeps its IPs (the annotation holds them).
+pub fn sandbox_lost_status(pod: &Pod, node_ips: &[IpAddr]) -> Value {
+    desired_status(
+        pod,
+        node_ips,
+        Err("the node restarted; the pod's sandbox is being set up again"),
+    )
+}
+
 fn desired_status(pod: &Pod, node_ips: &[IpAddr], outcome: Result<&[IpAddr], &str>) -> Value {
     let old = pod
         .status

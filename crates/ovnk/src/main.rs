@@ -53,6 +53,18 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Completes on SIGTERM (how Kubernetes and `ovnk lab down` stop a daemon) or Ctrl-C.
+fn terminated() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => rt.block_on(async {
             init_tracing();
             let client = kube_client(args.kubeconfig.as_deref()).await?;
-            ovnk_controller::run(args.config, client)
+            ovnk_controller::run_until(args.config, client, terminated()?)
                 .await
                 .context("ovnk controller")
         }),
