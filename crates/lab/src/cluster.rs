@@ -241,6 +241,10 @@ impl Lab {
                 )
                 .args(["controller", "--kubeconfig"])
                 .arg(&self.kubeconfig)
+                // One identity across restarts, as a pod's name is for a restarted
+                // container: a controller the supervisor restarts leads again at once.
+                .arg("--identity")
+                .arg(format!("ovnk-controller-{}", layout.name))
                 .arg("--nb-address")
                 .arg(self.central.nb.join(","))
                 .env("RUST_LOG", "info"),
