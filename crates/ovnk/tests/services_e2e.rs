@@ -271,6 +271,31 @@ fn assert_reaches_every_backend(
     }
 }
 
+/// Each backend reaches itself through the service at `web_ip:80` (up to 40 probes).
+/// With `isolated`, the other backends are cut off by policy and must never answer.
+fn assert_hairpin(lab: &Lab, web_ip: &str, isolated: bool) {
+    let label = if isolated {
+        "isolated hairpin"
+    } else {
+        "hairpin"
+    };
+    for b in BACKENDS {
+        let from = Src::Pod(b.into());
+        let seen = names_seen(lab, &from, web_ip, 80, Proto::Tcp, &[b], 40);
+        eprintln!("{label} {b} -> {web_ip}:80: {seen:?}");
+        assert!(
+            seen.contains_key(b),
+            "{label}: {b} never reached itself via {web_ip}:80: {seen:?}"
+        );
+        if isolated {
+            assert!(
+                seen.keys().all(|k| k == b || k.starts_with("ERR")),
+                "an isolated backend answered {b}: {seen:?}"
+            );
+        }
+    }
+}
+
 /// Probes up to `tries` times until every name in `want` answered; returns what answered.
 fn names_seen(
     lab: &Lab,
@@ -635,15 +660,7 @@ fn services_end_to_end() {
     step(t0, "ClusterIP UDP: every client reaches every backend");
 
     // ---- Hairpin: each backend reaches itself through its service.
-    for b in BACKENDS {
-        let from = Src::Pod(b.into());
-        let seen = names_seen(&lab, &from, &web_ip, 80, Proto::Tcp, &[b], 40);
-        eprintln!("hairpin {b} -> {web_ip}:80: {seen:?}");
-        assert!(
-            seen.contains_key(b),
-            "{b} never reached itself via {web_ip}:80: {seen:?}"
-        );
-    }
+    assert_hairpin(&lab, &web_ip, false);
     step(t0, "hairpin");
 
     // ---- Hairpin under ingress isolation: a deny-all-ingress policy on the backends cuts
@@ -659,19 +676,7 @@ fn services_end_to_end() {
         false,
         "the isolation to cut client-0 off",
     );
-    for b in BACKENDS {
-        let from = Src::Pod(b.into());
-        let seen = names_seen(&lab, &from, &web_ip, 80, Proto::Tcp, &[b], 40);
-        eprintln!("isolated hairpin {b} -> {web_ip}:80: {seen:?}");
-        assert!(
-            seen.contains_key(b),
-            "isolated {b} never reached itself via {web_ip}:80: {seen:?}"
-        );
-        assert!(
-            seen.keys().all(|k| k == b || k.starts_with("ERR")),
-            "an isolated backend answered {b}: {seen:?}"
-        );
-    }
+    assert_hairpin(&lab, &web_ip, true);
     kubectl_ok(
         &lab,
         &["delete", "networkpolicy", "-n", "default", "isolate-web"],
