@@ -26,6 +26,7 @@ pub const ROUTE: &str = "Logical_Router_Static_Route";
 pub const NAT: &str = "NAT";
 pub const POLICY: &str = "Logical_Router_Policy";
 pub const ADDRESS_SET: &str = "Address_Set";
+pub const STATIC_MAC_BINDING: &str = "Static_MAC_Binding";
 
 /// The tables the controller writes (and monitors).
 pub const TABLES: &[&str] = &[
@@ -43,6 +44,7 @@ pub const TABLES: &[&str] = &[
     ACL,
     METER,
     METER_BAND,
+    STATIC_MAC_BINDING,
 ];
 pub const PORT_GROUP: &str = "Port_Group";
 pub const ACL: &str = "ACL";
@@ -202,6 +204,35 @@ fn router_patch(
             link(switch, "ports"),
         ),
     ]
+}
+
+/// `Static_MAC_Binding` has no `external_ids`: its identity is (logical_port, ip), and
+/// [`crate::rows::owner_of`] reads the node back from the GR port's name.
+fn gr_join_mac_binding(
+    b: &RowBuilder,
+    gr: &str,
+    ip: IpAddr,
+    mac: MacAddr,
+    label: &str,
+) -> DesiredRow {
+    let mut columns = ovsdb::Row::new();
+    columns.insert("logical_port".into(), s(format!("rtoj-{gr}")));
+    columns.insert("ip".into(), s(ip.to_string()));
+    columns.insert("mac".into(), s(mac.to_string()));
+    columns.insert(
+        "override_dynamic_mac".into(),
+        Value::Atom(ovsdb::Atom::Boolean(true)),
+    );
+    DesiredRow {
+        key: RowKey {
+            table: STATIC_MAC_BINDING,
+            id: b.id(&crate::rows::gr_join_mac_role(label)),
+        },
+        columns,
+        parent: None,
+        also_in: Vec::new(),
+        refs: Vec::new(),
+    }
 }
 
 fn link(parent: &RowKey, column: &'static str) -> Option<ParentLink> {
@@ -455,6 +486,15 @@ pub fn node_rows(net: &NetworkInfo, cfg: &Resolved, node: &NodeState) -> Vec<Des
         }
         // GR → cluster networks via the cluster router's join address.
         if let Some(crj) = cr_join.iter().find(|c| fam(c) == f) {
+            // The GR resolves its neighbour routers dynamically (dynamic_neigh_routers),
+            // and the first packet that needs the cluster router's MAC is buffered while
+            // it ARPs and then re-injected without its conntrack state: a NodePort
+            // connection loses its force-SNAT mark and is answered around the GR, so the
+            // first connection through a new GR fails. The one neighbour the GR always
+            // needs is therefore bound statically.
+            if let Some(mac) = mac_of(&cr_join) {
+                rows.push(gr_join_mac_binding(&b, &gr, crj.addr(), mac, label));
+            }
             for (i, cidr) in cfg.cluster_cidrs(f).iter().enumerate() {
                 rows.push(b.row(
                     ROUTE,

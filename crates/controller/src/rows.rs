@@ -286,6 +286,9 @@ impl RowBuilder {
 /// `Load_Balancer_Group` has no `external_ids`: the cluster's group is known by its name.
 pub fn owner_of(row: &Row, controller: &str) -> Option<(Owner, String)> {
     let Some(ext) = row.get("external_ids") else {
+        if let Some(port) = row.get("logical_port") {
+            return static_mac_binding_owner(port.as_str()?, row.get("ip")?.as_str()?, controller);
+        }
         let name = row.get("name")?.as_str()?;
         let net = controller.strip_suffix("-network-controller")?;
         let prefix = if net == ovnk_annotations::DEFAULT_NETWORK {
@@ -308,6 +311,34 @@ pub fn owner_of(row: &Row, controller: &str) -> Option<(Owner, String)> {
     let name = ext.map_get(OBJECT_NAME_KEY)?.as_str()?.to_string();
     let id = ext.map_get(PRIMARY_ID_KEY)?.as_str()?.to_string();
     Some((Owner { kind, name }, id))
+}
+
+/// The role of a GR's static binding of the cluster router's join address (per family).
+pub fn gr_join_mac_role(family_label: &str) -> String {
+    format!("gr-join-mac-{family_label}")
+}
+
+/// A `Static_MAC_Binding` (no `external_ids`) is ovnk's when it is on one of its gateway
+/// routers' join ports (`rtoj-[<net>_]GR_<node>`): it belongs to that node.
+fn static_mac_binding_owner(port: &str, ip: &str, controller: &str) -> Option<(Owner, String)> {
+    let net = controller.strip_suffix("-network-controller")?;
+    let prefix = if net == ovnk_annotations::DEFAULT_NETWORK {
+        String::new()
+    } else {
+        format!("{net}_")
+    };
+    let node = port.strip_prefix(&format!("rtoj-{prefix}GR_"))?;
+    let label = if ip.contains(':') { "v6" } else { "v4" };
+    let owner = Owner {
+        kind: OwnerKind::Node,
+        name: node.to_string(),
+    };
+    let id = format!(
+        "{controller}:{}:{node}:{}",
+        owner.kind.as_str(),
+        gr_join_mac_role(label)
+    );
+    Some((owner, id))
 }
 
 /// A string column value.

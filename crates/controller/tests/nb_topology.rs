@@ -141,6 +141,27 @@ async fn scenario(stack: Stack) {
     if stack != Stack::V4 {
         assert!(routes.contains("fd98::2"), "{routes}");
     }
+    // The GR knows the cluster router's join MAC statically (its first NodePort
+    // connection would otherwise be lost to the ARP resolution of the next hop).
+    let bindings = nbctl(
+        &nb,
+        &[
+            "--bare",
+            "--columns=logical_port,ip,mac",
+            "find",
+            "Static_MAC_Binding",
+            "logical_port=rtoj-GR_n1",
+        ],
+    );
+    let cr_join = if stack == Stack::V6 {
+        "fd98::1"
+    } else {
+        "100.64.0.1"
+    };
+    assert!(
+        bindings.contains(cr_join) && bindings.contains("0a:58:"),
+        "{bindings}"
+    );
     let policies = nbctl(&nb, &["lr-policy-list", "ovn_cluster_router"]);
     for want in ["101", "102", "1004", "reroute"] {
         assert!(policies.contains(want), "policy {want} missing: {policies}");
@@ -244,6 +265,19 @@ async fn scenario(stack: Stack) {
     assert!(!ls.lines().any(|l| l == "n2" || l == "ext_n2"), "{ls}");
     let lrs = nbctl(&nb, &["--bare", "--columns=name", "list", "Logical_Router"]);
     assert!(!lrs.contains("GR_n2"), "{lrs}");
+    let bindings = nbctl(
+        &nb,
+        &[
+            "--bare",
+            "--columns=logical_port",
+            "list",
+            "Static_MAC_Binding",
+        ],
+    );
+    assert!(
+        bindings.contains("rtoj-GR_n1") && !bindings.contains("rtoj-GR_n2"),
+        "{bindings}"
+    );
     let lrps = nbctl(&nb, &["lrp-list", "ovn_cluster_router"]);
     assert!(!lrps.contains("rtos-n2"), "{lrps}");
     central.sync().expect("northd sync");

@@ -718,6 +718,32 @@ fn services_end_to_end() {
     }
     step(t0, "NodePort TCP/UDP on every gateway address");
 
+    // ---- The first connection through a GR that has not learned the cluster router's
+    // MAC: without a static binding, OVN buffers it for ARP and re-injects it without
+    // its conntrack state, and it is answered around the GR (reset or silence, even with
+    // SYN retransmits). Forget what the GRs learned, then one probe each must answer.
+    let sb = format!(
+        "unix:{}",
+        lab.dir().join("central").join("sb.sock").display()
+    );
+    let forgot = Command::new("ovn-sbctl")
+        .args(["--db", &sb, "--all", "destroy", "MAC_Binding"])
+        .status()
+        .expect("ovn-sbctl");
+    assert!(forgot.success(), "ovn-sbctl --all destroy MAC_Binding");
+    std::thread::sleep(Duration::from_millis(500));
+    for n in NODES {
+        let addr = &gw[n];
+        let p = probe(&lab, &underlay, addr, NP_TCP, Proto::Tcp, None, 3000);
+        assert!(
+            p.ok().is_some(),
+            "first connection to NodePort {addr}:{NP_TCP} through a GR without a learned \
+             cluster router MAC: {:?}",
+            p.answer
+        );
+    }
+    step(t0, "first NodePort connection through a fresh GR");
+
     // ---- externalTrafficPolicy=Local: the only endpoint is web-1 on ovn-worker.
     let local_gw = &gw["ovn-worker"];
     probe_until_ok(
