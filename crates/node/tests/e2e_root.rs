@@ -29,26 +29,6 @@ const PREREQS: &[&str] = &[
     testkit::OVN_NB_SCHEMA,
 ];
 
-/// Named namespaces made by this test, deleted on drop (also when a check failed).
-struct Namespaces(Vec<String>);
-impl Namespaces {
-    fn add(&mut self, tag: &str) -> String {
-        let name = format!("ovnkt-{}-{tag}", std::process::id());
-        let _ = ovnk_netns::delete_named(&name);
-        ovnk_netns::create_named(&name).expect("create netns");
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        self.0.push(name.clone());
-        name
-    }
-}
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = ovnk_netns::delete_named(n);
-        }
-    }
-}
-
 /// Daemons this test started, stopped by pid on drop.
 #[derive(Default)]
 struct Daemons(Vec<(String, Child)>);
@@ -317,7 +297,7 @@ async fn pods_ping_through_ovn_and_survive_an_agent_restart() {
     let bin = shim_binary();
     let central = testkit::OvnCentral::start().expect("OVN central");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nss = Namespaces(Vec::new());
+    let mut nss = Namespaces::new("ovnkt");
     let node_ns = nss.add("n1");
     let pa = nss.add("pa");
     let pb = nss.add("pb");

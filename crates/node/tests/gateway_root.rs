@@ -13,6 +13,8 @@
 //! get the replies; a deleted service's flow goes; flows deleted by hand come back.
 //! `ip`, `ovs-vsctl` and `ovs-ofctl` are helpers and witnesses only.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -21,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Namespaces;
 use ovnk_node::gateway::{self, GatewaySettings, OpenFlowTable, ServiceView};
 use ovnk_openflow::L4Proto;
 
@@ -39,26 +42,6 @@ const UNDERLAY: Ipv4Addr = Ipv4Addr::new(172, 31, 7, 1);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 7, 2);
 const BRETH0_MAC: &str = "02:42:ac:1f:07:02";
 const NODE: &str = "n1";
-
-/// Named namespaces made by this test, deleted on drop (also when a check failed).
-struct Namespaces(Vec<String>);
-impl Namespaces {
-    fn add(&mut self, tag: &str) -> String {
-        let name = format!("ovnkgw-{}-{tag}", std::process::id());
-        let _ = ovnk_netns::delete_named(&name);
-        ovnk_netns::create_named(&name).expect("create netns");
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        self.0.push(name.clone());
-        name
-    }
-}
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = ovnk_netns::delete_named(n);
-        }
-    }
-}
 
 /// Daemons this test started, stopped by pid on drop.
 #[derive(Default)]
@@ -277,7 +260,7 @@ async fn nodeport_steering_and_host_traffic_on_a_shared_gateway_bridge() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let mut nss = Namespaces(Vec::new());
+    let mut nss = Namespaces::new("ovnkgw");
     let (u, n, g) = (nss.add("u"), nss.add("n"), nss.add("g"));
     // Underlay link and the GR stand-in's link, each created across two namespaces.
     ip(&[

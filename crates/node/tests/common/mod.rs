@@ -234,3 +234,44 @@ pub fn pod_networks(ip: std::net::Ipv4Addr) -> String {
     };
     ovnk_annotations::render_pod_networks(&ovnk_annotations::PodNetworks::with_default(net))
 }
+
+/// Named network namespaces made by a test (`<prefix>-<pid>-<tag>`, lo up), deleted on
+/// drop, also when a check failed.
+pub struct Namespaces {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    pub fn new(prefix: &str) -> Self {
+        Namespaces {
+            prefix: prefix.to_string(),
+            names: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, tag: &str) -> String {
+        let name = format!("{}-{}-{tag}", self.prefix, std::process::id());
+        let _ = ovnk_netns::delete_named(&name);
+        ovnk_netns::create_named(&name).expect("create netns");
+        self.names.push(name.clone());
+        let out = std::process::Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "lo up in {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = ovnk_netns::delete_named(n);
+        }
+    }
+}
