@@ -42,6 +42,14 @@ impl NetworkInfo {
         format!("{}-network-controller", self.name)
     }
 
+    /// The network a controller name ([`Self::controller_name`]) stands for.
+    pub fn of_controller(controller: &str) -> Option<Self> {
+        let name = controller.strip_suffix("-network-controller")?;
+        Some(NetworkInfo {
+            name: name.to_string(),
+        })
+    }
+
     /// Prefix of NB object names: empty for the default network.
     pub fn prefix(&self) -> String {
         if self.is_default() {
@@ -290,12 +298,7 @@ pub fn owner_of(row: &Row, controller: &str) -> Option<(Owner, String)> {
             return static_mac_binding_owner(port.as_str()?, row.get("ip")?.as_str()?, controller);
         }
         let name = row.get("name")?.as_str()?;
-        let net = controller.strip_suffix("-network-controller")?;
-        let prefix = if net == ovnk_annotations::DEFAULT_NETWORK {
-            String::new()
-        } else {
-            format!("{net}_")
-        };
+        let prefix = NetworkInfo::of_controller(controller)?.prefix();
         if name == format!("{prefix}clusterLBGroup") {
             return Some((
                 Owner::cluster(),
@@ -321,13 +324,9 @@ pub fn gr_join_mac_role(family_label: &str) -> String {
 /// A `Static_MAC_Binding` (no `external_ids`) is ovnk's when it is on one of its gateway
 /// routers' join ports (`rtoj-[<net>_]GR_<node>`): it belongs to that node.
 fn static_mac_binding_owner(port: &str, ip: &str, controller: &str) -> Option<(Owner, String)> {
-    let net = controller.strip_suffix("-network-controller")?;
-    let prefix = if net == ovnk_annotations::DEFAULT_NETWORK {
-        String::new()
-    } else {
-        format!("{net}_")
-    };
-    let node = port.strip_prefix(&format!("rtoj-{prefix}GR_"))?;
+    let net = NetworkInfo::of_controller(controller)?;
+    let gr_prefix = crate::desired::gateway_router_name(&net, "");
+    let node = port.strip_prefix("rtoj-")?.strip_prefix(&gr_prefix)?;
     let label = if ip.contains(':') { "v6" } else { "v4" };
     let owner = Owner {
         kind: OwnerKind::Node,

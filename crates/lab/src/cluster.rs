@@ -460,7 +460,6 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Ready for pods: the controller gave the node its subnet, and its CNI server listens.
 /// Marks every pod the API server still places on this lab's nodes (not host-network,
 /// not finished) as not ready, since its network namespace went with the node; returns
 /// them as (namespace, name).
@@ -490,7 +489,7 @@ async fn mark_sandboxes_lost(
         };
         let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
         // Only pods that were ready: one that never came up says why already.
-        if host_network || !pod_ready(&pod) {
+        if host_network || !crate::endpointslices::pod_ready(&pod) {
             continue;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -513,13 +512,6 @@ async fn mark_sandboxes_lost(
     Ok(marked)
 }
 
-fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Waits until the given pods are Ready; returns those still not ready at the timeout.
 async fn wait_pods_ready(
     kube: &kube::Client,
@@ -533,7 +525,7 @@ async fn wait_pods_ready(
         for (ns, name) in pods {
             let api: Api<Pod> = Api::namespaced(kube.clone(), ns);
             let ready = match api.get_opt(name).await {
-                Ok(Some(p)) => pod_ready(&p),
+                Ok(Some(p)) => crate::endpointslices::pod_ready(&p),
                 // Deleted meanwhile: nothing to wait for.
                 Ok(None) => true,
                 Err(_) => false,
@@ -549,6 +541,7 @@ async fn wait_pods_ready(
     }
 }
 
+/// Ready for pods: the controller gave the node its subnet, and its CNI server listens.
 async fn wait_nodes_ready(
     kube: &kube::Client,
     layout: &LabLayout,

@@ -60,7 +60,8 @@ pub enum EndpointSliceError {
     },
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+/// The pod's Ready condition is True.
+pub(crate) fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

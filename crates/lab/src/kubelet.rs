@@ -699,7 +699,6 @@ fn condition(
     c
 }
 
-/// The status the kubelet reports: Running with `ips`, or Pending with the setup error.
 /// The status of a pod whose sandbox went away with its node (`ovnk lab down`): not
 /// ready, its containers being created again. It keeps its IPs (the annotation holds them).
 pub fn sandbox_lost_status(pod: &Pod, node_ips: &[IpAddr]) -> Value {
@@ -710,6 +709,7 @@ pub fn sandbox_lost_status(pod: &Pod, node_ips: &[IpAddr]) -> Value {
     )
 }
 
+/// The status the kubelet reports: Running with `ips`, or Pending with the setup error.
 fn desired_status(pod: &Pod, node_ips: &[IpAddr], outcome: Result<&[IpAddr], &str>) -> Value {
     let old = pod
         .status
