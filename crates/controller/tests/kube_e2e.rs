@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{nbctl, node, pod, sbctl, Stack};
+use common::{central_with_chassis, nbctl, node, pod, Stack};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -57,21 +57,8 @@ async fn run_against_lab_apiserver_with_failover() {
         .unwrap();
     let client = kube::Client::try_from(kcfg).unwrap();
 
-    let central = testkit::OvnCentral::start().expect("OVN central");
+    let central = central_with_chassis();
     let nb = central.nb_remote();
-    let sb = central.sb_remote();
-    for (n, ip) in [("n1", "172.30.33.11"), ("n2", "172.30.33.12")] {
-        sbctl(&sb, &["chassis-add", &format!("chassis-{n}"), "geneve", ip]);
-        sbctl(
-            &sb,
-            &[
-                "set",
-                "Chassis",
-                &format!("chassis-{n}"),
-                &format!("hostname={n}"),
-            ],
-        );
-    }
 
     let pp = PostParams::default();
     let nss: Api<Namespace> = Api::all(client.clone());

@@ -12,16 +12,7 @@ use common::{nbctl, node, pod, pod_net, trace, FakeKube, Stack};
 use ovnk_annotations::MacAddr;
 use ovnk_controller::{kube_io::initial_sync, Controller, ControllerConfig, KubeOps};
 
-const NEEDS: &[&str] = &[
-    "ovsdb-server",
-    "ovsdb-tool",
-    "ovn-northd",
-    "ovn-nbctl",
-    "ovn-trace",
-    "ovn-sbctl",
-    testkit::OVN_NB_SCHEMA,
-    testkit::OVN_SB_SCHEMA,
-];
+const NEEDS: &[&str] = common::NEEDS_OVN_TRACE;
 
 async fn controller(nb: &str, stack: Stack, kube: Arc<FakeKube>) -> Arc<Controller> {
     let mut cfg = ControllerConfig::with_cluster_subnets(&stack.cluster_subnets());

@@ -18,16 +18,7 @@ use ovnk_controller::rows::{Owner, OwnerKind};
 use ovnk_controller::{Controller, ControllerConfig, KubeOps};
 use serde_json::json;
 
-const NEEDS: &[&str] = &[
-    "ovsdb-server",
-    "ovsdb-tool",
-    "ovn-northd",
-    "ovn-nbctl",
-    "ovn-trace",
-    "ovn-sbctl",
-    testkit::OVN_NB_SCHEMA,
-    testkit::OVN_SB_SCHEMA,
-];
+const NEEDS: &[&str] = common::NEEDS_OVN_TRACE;
 
 async fn controller(nb: &str, kube: Arc<FakeKube>) -> Arc<Controller> {
     let mut cfg = ControllerConfig::with_cluster_subnets(&Stack::V4.cluster_subnets());

@@ -229,6 +229,18 @@ pub fn lflow_parse_errors(sb: &str, datapath: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the tests that build NB and trace it with northd's output need.
+pub const NEEDS_OVN_TRACE: &[&str] = &[
+    "ovsdb-server",
+    "ovsdb-tool",
+    "ovn-northd",
+    "ovn-nbctl",
+    "ovn-trace",
+    "ovn-sbctl",
+    testkit::OVN_NB_SCHEMA,
+    testkit::OVN_SB_SCHEMA,
+];
+
 /// Real OVN central (NB, SB, northd) with the chassis ovn-controller would register for
 /// nodes n1 and n2 (name = system-id, hostname = node).
 pub fn central_with_chassis() -> testkit::OvnCentral {
